@@ -1,0 +1,26 @@
+"""durable_agent: an LLM agent loop that survives crashes, outages and bugs, because it runs on Temporal.
+
+The three primitives, one module each:
+
+1. Deterministic orchestrator: `workflow.py` (the agent loop; no I/O).
+2. Managed side effects: `activities.py` (the model call in `llm.py`, the tools in `tools.py`).
+3. Event-sourced state: Temporal's event history; `server.py` starts the server that keeps it.
+
+`worker.py` runs the code, `session.py` talks to a chat, `cli.py` is the `durable-agent` command.
+Importing this package is fast: LiteLLM is imported only when a worker starts.
+"""
+
+from .activities import AgentActivities, ChatMessage, Plan, ToolCall, ToolResult
+from .config import OFFLINE_MODEL, Settings, settings
+from .server import Temporal, start_temporal
+from .session import ChatError, ChatSession, format_transcript, open_chat, start_chat
+from .tools import TOOLS, tool
+from .worker import start_worker, start_worker_process
+from .workflow import AgentReply, ChatInput, ChatStatus, DurableAgentWorkflow, Transcript, UserMessage
+
+__all__ = [
+    "AgentActivities", "AgentReply", "ChatError", "ChatInput", "ChatMessage", "ChatSession", "ChatStatus",
+    "DurableAgentWorkflow", "OFFLINE_MODEL", "Plan", "Settings", "TOOLS", "Temporal", "ToolCall", "ToolResult",
+    "Transcript", "UserMessage", "format_transcript", "open_chat", "settings", "start_chat", "start_temporal",
+    "start_worker", "start_worker_process", "tool",
+]

@@ -1,0 +1,185 @@
+"""The agent's activities: the model call and the tool call.
+
+Primitive 2 (managed side effects): everything that talks to the outside world runs here, never in the
+workflow. Temporal records each activity's result in the event history, applies its timeouts, and retries
+it on failure. An error that retrying cannot fix (a reply we cannot parse, a tool that does not exist, a
+rejected API key) is raised as a *non-retryable* `ApplicationError`, so the workflow gets a clear answer at
+once instead of an endless retry loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from . import llm, tools
+from .config import redact_secrets, settings
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class ChatMessage:
+    """One entry of the conversation, in the shape chat-completion APIs use."""
+
+    role: str  # "user", "assistant" or "tool"
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None  # for role "tool": which call this answers
+
+    def to_openai(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["content"] = self.content or None
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+@dataclass
+class PlanInput:
+    messages: list[ChatMessage]
+
+
+@dataclass
+class Plan:
+    """What the model wants next: tool calls to run, or an answer for the user."""
+
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    answer: str = ""
+    end_chat: bool = False  # the model called the end_chat control tool
+    model: str = ""
+
+
+@dataclass
+class ToolInput:
+    call: ToolCall
+
+
+@dataclass
+class ToolResult:
+    call_id: str
+    name: str
+    output: str
+    ok: bool = True
+
+
+# Error types the workflow's retry policies list as non-retryable (ApplicationError.type).
+MODEL_REPLY_ERROR = "ModelReplyError"
+MODEL_REQUEST_ERROR = "ModelRequestError"
+UNKNOWN_TOOL = "UnknownTool"
+
+# LiteLLM exceptions (by class name, so LiteLLM is imported lazily) that retrying cannot fix.
+_PERMANENT_LLM_ERRORS = {
+    "AuthenticationError", "PermissionDeniedError", "NotFoundError", "BadRequestError",
+    "UnprocessableEntityError", "ContextWindowExceededError", "UnsupportedParamsError",
+}
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(every_seconds: float = 1.0) -> AsyncIterator[None]:
+    """Heartbeat while a slow call runs, so a crashed worker is noticed after `heartbeat_timeout`
+    instead of after the whole `start_to_close_timeout`."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every_seconds)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def parse_reply(message: dict[str, Any], model: str) -> Plan:
+    """Turn the model's assistant message into a Plan, or raise a non-retryable ModelReplyError."""
+    calls = message.get("tool_calls") or []
+    if not calls:
+        answer = (message.get("content") or "").strip()
+        if not answer:
+            raise ApplicationError("the model replied with neither text nor a tool call",
+                                   type=MODEL_REPLY_ERROR, non_retryable=True)
+        return Plan(answer=answer, model=model)
+    plan = Plan(model=model)
+    for raw in calls:
+        function = raw.get("function") or {}
+        name = function.get("name") or ""
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+            if not isinstance(arguments, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            raise ApplicationError(f"the model's call to {name!r} has arguments that are not a JSON object: {err}",
+                                   type=MODEL_REPLY_ERROR, non_retryable=True) from None
+        if name == "end_chat":
+            plan.end_chat = True
+            plan.answer = str(arguments.get("farewell") or message.get("content") or "Goodbye!")
+        elif name in tools.TOOLS:
+            plan.tool_calls.append(ToolCall(id=str(raw.get("id") or f"call_{len(plan.tool_calls)}"),
+                                            name=name, arguments=arguments))
+        else:
+            raise ApplicationError(f"the model asked for a tool that does not exist: {name!r} "
+                                   f"(available: {', '.join(sorted(tools.TOOLS))})",
+                                   type=UNKNOWN_TOOL, non_retryable=True)
+    if plan.end_chat:
+        plan.tool_calls = []  # say goodbye; tools asked for in the same breath are not run
+    return plan
+
+
+class AgentActivities:
+    """The activities, bound to one model configuration (the Temporal samples' class-based pattern)."""
+
+    def __init__(self, config: llm.LLMConfig | None = None) -> None:
+        if config is None:
+            current = settings()
+            config = llm.LLMConfig(current.llm_model, current.llm_api_base, current.llm_timeout_seconds)
+        self.config = config
+
+    @activity.defn
+    async def plan_next_action(self, input: PlanInput) -> Plan:
+        messages = [{"role": "system", "content": llm.SYSTEM_PROMPT}] + [m.to_openai() for m in input.messages]
+        try:
+            async with heartbeating():
+                reply = await llm.complete(messages, tools.tool_specs() + [llm.END_CHAT_SPEC], self.config)
+        except Exception as err:
+            reason = redact_secrets(f"{type(err).__name__}: {err}")
+            names = {cls.__name__ for cls in type(err).__mro__}
+            if names & _PERMANENT_LLM_ERRORS:
+                raise ApplicationError(f"the model request was refused: {reason}",
+                                       type=MODEL_REQUEST_ERROR, non_retryable=True) from None
+            # Outages, rate limits, timeouts: fail this attempt; Temporal retries with backoff.
+            raise ApplicationError(f"the model call failed: {reason}", type=type(err).__name__) from None
+        return parse_reply(reply, self.config.model)
+
+    @activity.defn
+    async def execute_tool(self, input: ToolInput) -> ToolResult:
+        call = input.call
+        try:
+            output = tools.run_tool(call.name, call.arguments)
+        except tools.UnknownToolError as err:
+            raise ApplicationError(str(err), type=UNKNOWN_TOOL, non_retryable=True) from None
+        except tools.ToolInputError as err:
+            # Rejected input is an answer, not a failure: the model sees it and explains it to the user.
+            return ToolResult(call.id, call.name, f"Error: {err}", ok=False)
+        # Any other exception is a bug in the tool: it propagates, and Temporal retries until it is fixed.
+        return ToolResult(call.id, call.name, output)
+
+    def all(self) -> list[Any]:
+        return [self.plan_next_action, self.execute_tool]

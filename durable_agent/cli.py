@@ -1,0 +1,131 @@
+"""The `durable-agent` command (also `python -m durable_agent`).
+
+    durable-agent chat      # one command, a working agent: embedded server + worker + terminal chat
+    durable-agent server    # the embedded Temporal dev server with its Web UI, until Ctrl-C
+    durable-agent worker    # a worker for a running server (--address, or TEMPORAL_ADDRESS)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from .config import settings
+
+QUIT_WORDS = {"quit", "exit", "/quit", "/exit"}
+
+
+async def _connect(address: str | None, namespace: str | None):
+    from .server import Temporal, connect, start_temporal
+
+    if address:
+        client = await connect(address, namespace or "default")
+        return Temporal(client, address, namespace or "default", ui_url=None)
+    return await start_temporal()
+
+
+async def cmd_server(args: argparse.Namespace) -> int:
+    from .server import start_temporal
+
+    temporal = await start_temporal(db_file=args.db, port=args.port, ui_port=args.ui_port)
+    print(f"Temporal dev server running at {temporal.address} (namespace {temporal.namespace})")
+    print(f"Web UI: {temporal.ui_url}")
+    print(f"Persisted to: {args.db}" if args.db else "In memory: everything is gone when it stops.")
+    print(f"Start a worker with: durable-agent worker --address {temporal.address}")
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await temporal.shutdown()
+    return 0
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    from .server import connect, start_temporal
+    from .worker import serve
+
+    if args.address:
+        client = await connect(args.address, args.namespace or "default")
+    elif settings().temporal_address:
+        client = (await start_temporal()).client
+    else:
+        print("durable-agent worker: give --address HOST:PORT (see `durable-agent server`) or set "
+              "TEMPORAL_ADDRESS", file=sys.stderr)
+        return 2
+    await serve(client, args.task_queue)
+    return 0
+
+
+async def cmd_chat(args: argparse.Namespace) -> int:
+    from .session import ChatError, format_transcript, start_chat
+    from .worker import start_worker
+
+    temporal = await _connect(args.address, args.namespace)
+    worker = None if args.no_worker else await start_worker(temporal.client)
+    try:
+        chat = await start_chat(temporal.client)
+        print(f"Chat workflow {chat.workflow_id} on {temporal.address} (model: {settings().llm_model})")
+        if temporal.ui_url:
+            print(f"Watch it in the Temporal UI: {temporal.workflow_url(chat.workflow_id)}")
+        print("Type a message; 'quit' or 'exit' ends the chat.\n", flush=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                text = await loop.run_in_executor(None, input, "You: ")
+            except EOFError:
+                print()
+                break
+            if not text.strip():
+                continue
+            if text.strip().lower() in QUIT_WORDS:
+                break
+            try:
+                reply = await chat.send(text)
+            except ChatError as err:
+                print(f"[{err}]", flush=True)
+                continue
+            print(f"Agent: {reply.text}", flush=True)
+            if reply.chat_ended:
+                break
+        transcript = await chat.end()
+        print(f"\n--- Transcript ({transcript.turns} turns) ---\n{format_transcript(transcript.messages)}", flush=True)
+    finally:
+        if worker:
+            await worker.stop()
+        await temporal.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="durable-agent", description="A durable AI agent on Temporal.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    server = sub.add_parser("server", help="run the embedded Temporal dev server and its Web UI")
+    server.add_argument("--db", help="persist to this SQLite file (default: in memory)")
+    server.add_argument("--port", type=int, default=7233)
+    server.add_argument("--ui-port", type=int, default=8233)
+
+    for name, text in (("worker", "run a worker"), ("chat", "chat with the agent in the terminal")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--address", help="Temporal server HOST:PORT (default: TEMPORAL_ADDRESS, else embedded)")
+        p.add_argument("--namespace", default=None)
+        if name == "worker":
+            p.add_argument("--task-queue", default=None)
+        else:
+            p.add_argument("--no-worker", action="store_true", help="do not run a worker in this process")
+
+    args = parser.parse_args(argv)
+    command = {"server": cmd_server, "worker": cmd_worker, "chat": cmd_chat}[args.command]
+    try:
+        code = asyncio.run(command(args))
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A clean exit after a worker has run can crash in interpreter teardown (temporalio/sdk-python#300);
+    # everything has been shut down and flushed, so leave at once.
+    os._exit(code)

@@ -1,0 +1,202 @@
+"""The model, reached through LiteLLM, and the built-in deterministic offline model.
+
+Primitive 2 (managed side effects): a model call is I/O, so only the `plan_next_action` activity calls
+`complete()`. Every mode goes through `litellm.acompletion`: the offline model is a LiteLLM custom provider
+(`offline/...`), so the code path is the one a real provider takes. Set `LLM_MODEL` (for example
+`openai/gpt-4o-mini`) and the provider's key in `.env` to use a real model.
+
+LiteLLM's own retries are switched off (`num_retries=0`, `max_retries=0`): Temporal retries the activity,
+with backoff, and records every attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .config import OFFLINE_MODEL
+
+SYSTEM_PROMPT = (
+    "You are a helpful assistant running as a durable agent on Temporal. Use the calculator tool for any "
+    "arithmetic and the weather tool for weather questions; never compute in your head. Answer briefly. "
+    "When the user says goodbye, call the end_chat tool with a short farewell."
+)
+
+# A control tool: the workflow ends the chat when the model calls it; no activity runs for it.
+END_CHAT_SPEC = {
+    "type": "function",
+    "function": {
+        "name": "end_chat",
+        "description": "End the conversation when the user says goodbye.",
+        "parameters": {
+            "type": "object",
+            "properties": {"farewell": {"type": "string", "description": "a short goodbye message"}},
+            "required": ["farewell"],
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    model: str = OFFLINE_MODEL
+    api_base: str | None = None
+    timeout_seconds: float = 60.0
+
+
+_litellm = None
+
+
+def litellm_module() -> Any:
+    """Import LiteLLM once, lazily (it takes seconds), with its offline model-cost map, and register the
+    offline provider."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        litellm.telemetry = False
+        litellm.custom_provider_map = [
+            item for item in litellm.custom_provider_map if item["provider"] != "offline"
+        ] + [{"provider": "offline", "custom_handler": _offline_handler(litellm)}]
+        _litellm = litellm
+    return _litellm
+
+
+async def complete(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig) -> dict[str, Any]:
+    """One chat-completion call; returns the assistant message as an OpenAI-style dict."""
+    litellm = litellm_module()
+    response = await litellm.acompletion(
+        model=config.model,
+        messages=messages,
+        tools=tools or None,
+        api_base=config.api_base,
+        timeout=config.timeout_seconds,
+        num_retries=0,  # Temporal retries, not LiteLLM
+        max_retries=0,  # nor the OpenAI client underneath
+    )
+    return response.choices[0].message.model_dump()
+
+
+# --- the offline model ------------------------------------------------------------------------------------
+
+_WORDS = [
+    (r"\bmultiplied by\b", "*"), (r"\btimes\b", "*"), (r"\bdivided by\b", "/"), (r"\bover\b", "/"),
+    (r"\bplus\b", "+"), (r"\bminus\b", "-"), (r"\bto the power of\b", "**"), (r"\bsquared\b", "** 2"),
+    (r"\bmod(ulo)?\b", "%"), (r"(?<=\d)\s*x\s*(?=\d)", " * "),
+]
+_ARITHMETIC_RUN = re.compile(r"[\d.\s()+\-*/%^×÷]+")
+_OPERATOR = re.compile(r"\d\s*\)*\s*(\*\*|//|[+\-*/%^×÷])\s*\(*\s*-?\d")
+_WEATHER = re.compile(
+    r"\b(?:weather|temperature|forecast|raining|snowing|sunny)\b[^?.!]*?\b(?:in|for|at)\s+([^?.!;]+)", re.I
+)
+_NOT_A_CITY = re.compile(r"\d|^(what|how|is|and|calculate|compute|the|also|tell|whats)\b", re.I)
+_GOODBYE = re.compile(r"\b(bye|goodbye|good bye|farewell|see you|ciao)\b", re.I)
+_THANKS = re.compile(r"\b(thanks|thank you|thx|cheers)\b", re.I)
+_GREETING = re.compile(r"^\s*(hi|hello|hey|howdy|greetings|good (morning|afternoon|evening))\b", re.I)
+
+HELP = (
+    "I'm the built-in offline model: I can do arithmetic (try 'What is 25 + 17?') and tell you the "
+    "simulated weather (try 'What's the weather in Seattle?'). Set LLM_MODEL and a provider key in .env "
+    "to talk to a real model."
+)
+
+
+def extract_tool_calls(text: str) -> list[tuple[str, dict[str, str]]]:
+    """The tool calls a user message needs, in the order they appear: [(tool name, arguments), ...]."""
+    for pattern, symbol in _WORDS:  # "25 plus 17" -> "25 + 17"
+        text = re.sub(pattern, f" {symbol} ", text, flags=re.I)
+    found: list[tuple[int, str, dict[str, str]]] = []
+    for match in _WEATHER.finditer(text):
+        start = match.start(1)
+        for part in re.split(r",|\band\b|\bor\b", match.group(1)):
+            city = part.strip(" '\"")
+            if city and not _NOT_A_CITY.search(city) and len(city.split()) <= 4:
+                found.append((start + match.group(1).find(part), "weather", {"city": city}))
+    for match in _ARITHMETIC_RUN.finditer(text):
+        expression = " ".join(match.group().split()).strip(" .")
+        if _OPERATOR.search(expression):
+            expression = _balance(expression)
+            found.append((match.start(), "calculator", {"expression": expression}))
+    return [(name, args) for _, name, args in sorted(found, key=lambda item: item[0])]
+
+
+def _balance(expression: str) -> str:
+    """Drop unmatched parentheses picked up from the surrounding sentence."""
+    while expression.startswith(")"):
+        expression = expression[1:].strip()
+    while expression.endswith("(") or expression.count(")") > expression.count("("):
+        if not expression.endswith(")") and not expression.endswith("("):
+            break
+        expression = expression[:-1].strip()
+    return expression
+
+
+def offline_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The deterministic offline model: the next assistant message for a conversation.
+
+    It reads the last user message, works out which tool calls it needs, asks for the first one not yet
+    answered (one tool call per step, so a two-tool question takes three steps), and answers from the tool
+    results once all are in.
+    """
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+    if last_user is None:
+        return {"role": "assistant", "content": HELP}
+    text = str(messages[last_user].get("content") or "")
+    turn = sum(1 for m in messages if m.get("role") == "user")
+    needed = extract_tool_calls(text)
+    results = [m for m in messages[last_user + 1 :] if m.get("role") == "tool"]
+    if len(results) < len(needed):
+        name, args = needed[len(results)]
+        call = {"id": f"call_{turn}_{len(results) + 1}", "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)}}
+        return {"role": "assistant", "content": None, "tool_calls": [call]}
+    if needed:
+        parts = [_describe(name, args, str(result.get("content"))) for (name, args), result in zip(needed, results)]
+        return {"role": "assistant", "content": " ".join(parts)}
+    if _GOODBYE.search(text):
+        return {"role": "assistant", "content": None, "tool_calls": [{
+            "id": f"call_{turn}_1", "type": "function",
+            "function": {"name": "end_chat", "arguments": '{"farewell": "Goodbye! Thanks for chatting."}'}}]}
+    if _THANKS.search(text):
+        return {"role": "assistant", "content": "You're welcome! Ask me another question any time."}
+    if _GREETING.search(text):
+        return {"role": "assistant", "content": "Hello! " + HELP}
+    return {"role": "assistant", "content": "Sorry, I didn't understand that. " + HELP}
+
+
+def _describe(name: str, args: dict[str, str], result: str) -> str:
+    failed = result.startswith("Error:")
+    if name == "calculator":
+        if failed:
+            return f"I could not calculate {args['expression']}: {result.removeprefix('Error:').strip()}."
+        return f"{args['expression']} = {result}."
+    if failed:
+        return f"I could not get the weather for {args['city']}: {result.removeprefix('Error:').strip()}."
+    return f"The weather in {result}."
+
+
+def _offline_handler(litellm: Any) -> Any:
+    """Wrap `offline_reply` as a LiteLLM custom provider, so `litellm.acompletion` serves it."""
+
+    class OfflineModel(litellm.CustomLLM):
+        def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            return self._respond(model, messages)
+
+        async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            return self._respond(model, messages)
+
+        def _respond(self, model: str, messages: list) -> Any:
+            message = offline_reply(messages)
+            finish = "tool_calls" if message.get("tool_calls") else "stop"
+            return litellm.ModelResponse(
+                model=f"offline/{model}", created=int(time.time()),
+                choices=[{"index": 0, "finish_reason": finish, "message": message}],
+            )
+
+    return OfflineModel()

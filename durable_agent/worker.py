@@ -1,0 +1,155 @@
+"""The worker: the process that runs the workflow code and the activities.
+
+A worker polls a task queue on the Temporal server. It holds no state of its own that matters: kill it,
+start another, and the server hands the work over (primitive 3, event-sourced state). Run it
+
+- in this process, as a background asyncio task, so a notebook stays usable: `await start_worker(client)`;
+- as a separate OS process that a lesson can SIGKILL: `await start_worker_process(address)`, which runs
+  `python -m durable_agent worker --address ...`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from . import llm
+from .activities import AgentActivities
+from .config import settings
+from .workflow import DurableAgentWorkflow
+
+READY_LINE = "durable-agent worker ready"
+
+# After a worker dies, the server keeps routing that workflow's tasks to the dead worker's "sticky" queue
+# for this long before giving them to any worker. The default is 10 s; 2 s makes a restarted worker take
+# over quickly. The cost: a worker that is merely slow loses its cached workflow sooner and replays it.
+STICKY_TIMEOUT = timedelta(seconds=2)
+
+
+def create_worker(
+    client: Client,
+    *,
+    task_queue: str | None = None,
+    activities: AgentActivities | None = None,
+    workflows: list[type] | None = None,
+    **options: Any,
+) -> Worker:
+    activities = activities or AgentActivities()
+    llm.litellm_module()  # import LiteLLM now: importing inside the first activity would stall the worker
+    options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
+    return Worker(
+        client,
+        task_queue=task_queue or settings().task_queue,
+        workflows=workflows or [DurableAgentWorkflow],
+        activities=activities.all(),
+        **options,
+    )
+
+
+@dataclass
+class BackgroundWorker:
+    """A worker running as a task on this process's event loop."""
+
+    worker: Worker
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        if not self.task.done():
+            await self.worker.shutdown()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def start_worker(client: Client, **kwargs: Any) -> BackgroundWorker:
+    """Start a worker in the background of this event loop (a notebook cell returns at once)."""
+    worker = create_worker(client, **kwargs)
+    return BackgroundWorker(worker, asyncio.create_task(worker.run()))
+
+
+@dataclass
+class WorkerProcess:
+    """A worker in its own OS process, known by its process id."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while READY_LINE not in self.log():
+            if not self.alive:
+                raise RuntimeError(f"the worker process exited with code {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker process was not ready after {timeout} s:\n{self.log()}")
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, mid-whatever, as in a power cut."""
+        if self.alive:
+            os.kill(self.pid, signal.SIGKILL)
+        self.process.wait()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: the worker shuts down cleanly; SIGKILL if it has not within `timeout`."""
+        if self.alive:
+            self.process.terminate()
+            deadline = time.monotonic() + timeout
+            while self.alive and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        self.kill()
+
+
+async def start_worker_process(
+    address: str,
+    *,
+    namespace: str = "default",
+    task_queue: str | None = None,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
+) -> WorkerProcess:
+    """Start `python -m durable_agent worker` and wait until it polls the task queue."""
+    log = Path(tempfile.mkstemp(prefix="durable-agent-worker-", suffix=".log")[1])
+    command = [sys.executable, "-m", "durable_agent", "worker", "--address", address, "--namespace", namespace,
+               "--task-queue", task_queue or settings().task_queue]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+    worker = WorkerProcess(process, log)
+    await worker.wait_ready(ready_timeout)
+    return worker
+
+
+async def serve(client: Client, task_queue: str | None = None) -> None:
+    """Run a worker until SIGINT or SIGTERM (the body of `durable-agent worker`)."""
+    task_queue = task_queue or settings().task_queue
+    worker = create_worker(client, task_queue=task_queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        print(f"{READY_LINE} (pid {os.getpid()}, task queue {task_queue})", flush=True)
+        await stop.wait()
+    print("durable-agent worker stopped", flush=True)

@@ -1,0 +1,194 @@
+"""The agent loop as a Temporal workflow: a long-running chat session.
+
+Primitive 1 (deterministic orchestrator): this code makes no I/O. It decides what happens next and asks
+activities to do the work. Primitive 3 (event-sourced state): the conversation below is rebuilt by
+replaying the event history, so a crashed worker loses nothing.
+
+- `send_message` (an Update) takes the user's message and returns the agent's reply.
+- `end_chat` (a signal) ends the session; the workflow then returns the transcript.
+- `history` and `status` (queries) read the conversation and what the agent is doing now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from .activities import (
+        MODEL_REPLY_ERROR, MODEL_REQUEST_ERROR, UNKNOWN_TOOL,
+        AgentActivities, ChatMessage, Plan, PlanInput, ToolInput, ToolResult,
+    )
+
+MAX_MESSAGE_CHARS = 4000
+DEFAULT_MAX_STEPS = 6
+
+# The model call. start_to_close bounds one attempt (a real model can take tens of seconds); the heartbeat
+# timeout notices a crashed worker within seconds, because the activity heartbeats while it waits. Retries
+# back off 1 s, 2 s, 4 s ... up to 10 s between attempts; five attempts, then the turn reports the outage.
+PLAN_ACTIVITY = dict(
+    start_to_close_timeout=timedelta(seconds=90),
+    heartbeat_timeout=timedelta(seconds=3),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=10),
+        maximum_attempts=5,
+        non_retryable_error_types=[MODEL_REPLY_ERROR, MODEL_REQUEST_ERROR, UNKNOWN_TOOL],
+    ),
+)
+
+# A tool call. Tools are quick, so a short start_to_close (which is also how soon a crash mid-tool is
+# noticed). A tool that raises has a bug: it is retried (up to 5 s apart) for up to ten minutes, long
+# enough to fix the code and restart the worker while the chat waits.
+TOOL_ACTIVITY = dict(
+    start_to_close_timeout=timedelta(seconds=5),
+    schedule_to_close_timeout=timedelta(minutes=10),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=5),
+        non_retryable_error_types=[UNKNOWN_TOOL],
+    ),
+)
+
+
+@dataclass
+class ChatInput:
+    max_steps_per_turn: int = DEFAULT_MAX_STEPS
+    history: list[ChatMessage] = field(default_factory=list)  # to resume a conversation
+
+
+@dataclass
+class UserMessage:
+    text: str
+
+
+@dataclass
+class AgentReply:
+    text: str
+    tools_used: list[str] = field(default_factory=list)
+    steps: int = 0
+    chat_ended: bool = False
+    error: str | None = None  # set when the turn ended on an error instead of an answer
+
+
+@dataclass
+class ChatStatus:
+    state: str  # "idle", "planning", "running_tool" or "ended"
+    tool: str | None = None
+    turns: int = 0
+
+    def describe(self) -> str:
+        if self.state == "planning":
+            return "thinking"
+        if self.state == "running_tool":
+            return f"running tool {self.tool}"
+        return self.state
+
+
+@dataclass
+class Transcript:
+    messages: list[ChatMessage]
+    turns: int
+
+
+@workflow.defn
+class DurableAgentWorkflow:
+    @workflow.init
+    def __init__(self, input: ChatInput) -> None:
+        self._messages: list[ChatMessage] = list(input.history)
+        self._max_steps = max(1, input.max_steps_per_turn)
+        self._status = ChatStatus("idle")
+        self._busy = False
+        self._ended = False
+
+    @workflow.run
+    async def run(self, input: ChatInput) -> Transcript:
+        # The workflow sleeps here, durably, for as long as the chat lasts; Updates do the work.
+        await workflow.wait_condition(lambda: self._ended and workflow.all_handlers_finished())
+        return Transcript(self._messages, self._status.turns)
+
+    @workflow.update
+    async def send_message(self, message: UserMessage) -> AgentReply:
+        if self._busy or self._ended:  # two messages in one workflow task both pass the validator
+            raise ApplicationError(self._refusal(), type="ChatUnavailable")
+        self._busy = True
+        try:
+            return await self._turn(message.text.strip())
+        finally:
+            self._busy = False
+            self._status = ChatStatus("ended" if self._ended else "idle", turns=self._status.turns)
+
+    @send_message.validator
+    def _validate(self, message: UserMessage) -> None:
+        # A rejected Update is not written to the history, and the client gets this message at once.
+        if self._busy or self._ended:
+            raise ValueError(self._refusal())
+        if not message.text.strip():
+            raise ValueError("the message is empty")
+        if len(message.text) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"the message is {len(message.text)} characters long; the limit is {MAX_MESSAGE_CHARS}")
+
+    @workflow.signal
+    def end_chat(self) -> None:
+        self._ended = True
+
+    @workflow.query
+    def history(self) -> list[ChatMessage]:
+        return self._messages
+
+    @workflow.query
+    def status(self) -> ChatStatus:
+        return self._status
+
+    def _refusal(self) -> str:
+        if self._ended:
+            return "the chat has ended; start a new chat"
+        return "the agent is still working on the previous message; send this one when it has replied"
+
+    async def _turn(self, text: str) -> AgentReply:
+        self._messages.append(ChatMessage("user", text))
+        turns = self._status.turns + 1
+        used: list[str] = []
+        for step in range(1, self._max_steps + 1):
+            self._status = ChatStatus("planning", turns=turns)
+            try:
+                plan: Plan = await workflow.execute_activity_method(
+                    AgentActivities.plan_next_action, PlanInput(list(self._messages)), **PLAN_ACTIVITY)
+            except ActivityError as err:
+                return self._failed_turn(f"The model could not plan the next step: {_reason(err)}", used, step, turns)
+            if not plan.tool_calls:
+                self._messages.append(ChatMessage("assistant", plan.answer))
+                self._status = ChatStatus("idle", turns=turns)
+                self._ended = self._ended or plan.end_chat
+                return AgentReply(plan.answer, used, step, chat_ended=plan.end_chat)
+            self._messages.append(ChatMessage("assistant", plan.answer, tool_calls=plan.tool_calls))
+            for call in plan.tool_calls:
+                self._status = ChatStatus("running_tool", tool=call.name, turns=turns)
+                try:
+                    result: ToolResult = await workflow.execute_activity_method(
+                        AgentActivities.execute_tool, ToolInput(call), **TOOL_ACTIVITY)
+                except ActivityError as err:
+                    result = ToolResult(call.id, call.name, f"Error: {_reason(err)}", ok=False)
+                used.append(call.name)
+                self._messages.append(ChatMessage("tool", result.output, tool_call_id=call.id))
+        return self._failed_turn(
+            f"I stopped after {self._max_steps} steps without a final answer (the limit per message).",
+            used, self._max_steps, turns)
+
+    def _failed_turn(self, text: str, used: list[str], steps: int, turns: int) -> AgentReply:
+        self._messages.append(ChatMessage("assistant", text))
+        self._status = ChatStatus("idle", turns=turns)
+        return AgentReply(text, used, steps, error=text)
+
+
+def _reason(err: ActivityError) -> str:
+    cause = err.cause
+    while cause is not None and cause.__cause__ is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    return str(cause.message if isinstance(cause, ApplicationError) else (cause or err))

@@ -1,0 +1,39 @@
+"""Shared fixtures: one real embedded Temporal dev server for the whole test session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from durable_agent.server import Temporal, start_temporal  # noqa: E402
+from durable_agent.session import start_chat  # noqa: E402
+from durable_agent.worker import start_worker  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+async def temporal() -> Temporal:
+    server = await start_temporal(ui=False)
+    yield server
+    await server.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A task queue of the test's own, so workers of different tests never take each other's work."""
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def worker(temporal, task_queue):
+    running = await start_worker(temporal.client, task_queue=task_queue)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def chat(temporal, task_queue, worker):
+    return await start_chat(temporal.client, task_queue=task_queue)
