@@ -1,0 +1,87 @@
+"""One notebook cell starts the course's machinery: an embedded Temporal server and a worker.
+
+    from durable_agent.lab import start_lab
+    lab = await start_lab()              # server + worker in this kernel, in about a second
+    chat = await lab.new_chat()
+    await lab.ask(chat, "What is 25 + 17?")
+    await lab.stop()                     # or just shut the kernel down
+
+Running the cell again stops the previous lab first, so re-running a notebook never leaves a server
+behind. The worker runs as a background task on the kernel's event loop, so later cells stay usable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.client import Client
+
+from .server import Temporal, start_temporal
+from .session import ChatSession, start_chat
+from .worker import BackgroundWorker, start_worker
+from .workflow import AgentReply
+
+
+@dataclass
+class Lab:
+    temporal: Temporal
+    worker: BackgroundWorker | None
+
+    @property
+    def client(self) -> Client:
+        return self.temporal.client
+
+    @property
+    def ui_url(self) -> str | None:
+        return self.temporal.ui_url
+
+    async def new_chat(self, workflow_id: str | None = None, **kwargs: Any) -> ChatSession:
+        return await start_chat(self.client, workflow_id, **kwargs)
+
+    async def ask(self, chat: ChatSession, text: str) -> AgentReply:
+        """Send a message, print the exchange, and return the reply."""
+        reply = await chat.send(text)
+        tools = f"   [tools: {', '.join(reply.tools_used)}]" if reply.tools_used else ""
+        print(f"You:   {text}\nAgent: {reply.text}{tools}")
+        return reply
+
+    async def start_worker(self, **kwargs: Any) -> BackgroundWorker:
+        """(Re)start the in-kernel worker, e.g. after `stop_worker()` or after fixing a tool."""
+        await self.stop_worker()
+        self.worker = await start_worker(self.client, **kwargs)
+        return self.worker
+
+    async def stop_worker(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+
+    async def stop(self) -> None:
+        """Stop the worker and the embedded server. Idempotent."""
+        global _current
+        await self.stop_worker()
+        await self.temporal.shutdown()
+        if _current is self:
+            _current = None
+
+    def __repr__(self) -> str:
+        where = "embedded dev server" if self.temporal.embedded else "existing server"
+        worker = "running" if self.worker else "stopped"
+        return f"Lab(Temporal {where} at {self.temporal.address}, worker {worker}, UI {self.ui_url})"
+
+
+_current: Lab | None = None
+
+
+async def start_lab(*, worker: bool = True, db_file: str | None = None, ui: bool = True) -> Lab:
+    """Start (or restart) the embedded server and, unless `worker=False`, a worker in this kernel."""
+    global _current
+    if _current is not None:
+        await _current.stop()
+    temporal = await start_temporal(db_file=db_file, ui=ui)
+    _current = Lab(temporal, None)
+    if worker:
+        await _current.start_worker()
+    return _current
+
