@@ -19,7 +19,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from .activities import ChatMessage
 from .config import settings
-from .workflow import AgentReply, ChatInput, ChatStatus, DurableAgentWorkflow, Transcript, UserMessage
+from .workflow import (
+    AgentReply, ChatInput, ChatStatus, DurableAgentWorkflow, Transcript, UserMessage, message_problem,
+)
 
 
 class ChatError(Exception):
@@ -40,6 +42,9 @@ class ChatSession:
 
     async def send(self, text: str) -> AgentReply:
         """Send one message and wait for the agent's reply."""
+        problem = message_problem(text)
+        if problem:
+            raise ChatError(problem)
         try:
             return await self.handle.execute_update(DurableAgentWorkflow.send_message, UserMessage(text))
         except WorkflowUpdateFailedError as err:

@@ -57,6 +57,16 @@ TOOL_ACTIVITY = dict(
 )
 
 
+def message_problem(text: str) -> str | None:
+    """Why a user message cannot be accepted, or None. Used by the Update's validator, and by the client
+    before sending, so a huge message never has to travel to the server to be refused."""
+    if not text.strip():
+        return "the message is empty"
+    if len(text) > MAX_MESSAGE_CHARS:
+        return f"the message is {len(text)} characters long; the limit is {MAX_MESSAGE_CHARS}"
+    return None
+
+
 @dataclass
 class ChatInput:
     max_steps_per_turn: int = DEFAULT_MAX_STEPS
@@ -129,10 +139,9 @@ class DurableAgentWorkflow:
         # A rejected Update is not written to the history, and the client gets this message at once.
         if self._busy or self._ended:
             raise ValueError(self._refusal())
-        if not message.text.strip():
-            raise ValueError("the message is empty")
-        if len(message.text) > MAX_MESSAGE_CHARS:
-            raise ValueError(f"the message is {len(message.text)} characters long; the limit is {MAX_MESSAGE_CHARS}")
+        problem = message_problem(message.text)
+        if problem:
+            raise ValueError(problem)
 
     @workflow.signal
     def end_chat(self) -> None:

@@ -107,3 +107,16 @@ async def test_concurrent_chats_are_independent(temporal, task_queue, worker):
     chats = [await start_chat(temporal.client, task_queue=task_queue) for _ in range(3)]
     replies = await asyncio.gather(*(c.send(f"What is {i} + 1?") for i, c in enumerate(chats)))
     assert [r.text for r in replies] == [f"{i} + 1 = {i + 1}." for i in range(3)]
+
+
+async def test_the_workflow_itself_rejects_bad_messages_from_any_client(chat):
+    """The session refuses bad messages before sending; the Update's validator guards other clients."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from durable_agent.workflow import DurableAgentWorkflow, UserMessage
+
+    for text, reason in [("", "the message is empty"), ("y" * (MAX_MESSAGE_CHARS + 1), "the limit is")]:
+        with pytest.raises(WorkflowUpdateFailedError) as caught:
+            await chat.handle.execute_update(DurableAgentWorkflow.send_message, UserMessage(text))
+        assert reason in caught.value.cause.message
+    assert await chat.history() == []  # a rejected Update leaves no trace in the history
