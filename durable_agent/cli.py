@@ -3,6 +3,7 @@
     durable-agent chat      # one command, a working agent: embedded server + worker + terminal chat
     durable-agent server    # the embedded Temporal dev server with its Web UI, until Ctrl-C
     durable-agent worker    # a worker for a running server (--address, or TEMPORAL_ADDRESS)
+    durable-agent bench     # what durability costs per chat turn, next to a plain loop (--json for machines)
 """
 
 from __future__ import annotations
@@ -100,6 +101,20 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchError, run_benchmark
+
+    loops = [name.strip() for name in args.loops.split(",") if name.strip()]
+    try:
+        report = await run_benchmark(iterations=args.iterations, warmup=args.warmup, loops=loops,
+                                     progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
+    except BenchError as err:
+        print(f"durable-agent bench: {err}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.table(), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="durable-agent", description="A durable AI agent on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,8 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.add_argument("--no-worker", action="store_true", help="do not run a worker in this process")
 
+    bench = sub.add_parser("bench", help="measure what durability costs per chat turn (notebook 06 explains it)")
+    bench.add_argument("--iterations", type=int, default=50, help="measured turns per series (default 50)")
+    bench.add_argument("--warmup", type=int, default=5, help="turns sent first and not measured (default 5)")
+    bench.add_argument("--loops", default="plain,durable,local-model",
+                       help="comma-separated, among plain, durable, local-model, unsandboxed, pydantic, no-eager, "
+                            "no-cache")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+
     args = parser.parse_args(argv)
-    command = {"server": cmd_server, "worker": cmd_worker, "chat": cmd_chat}[args.command]
+    command = {"server": cmd_server, "worker": cmd_worker, "chat": cmd_chat, "bench": cmd_bench}[args.command]
     try:
         code = asyncio.run(command(args))
     except KeyboardInterrupt:

@@ -1,0 +1,470 @@
+"""The benchmark: what durability costs per chat turn, next to a plain asyncio loop doing the same work.
+
+The primitive it shows is the price of all three at once: every step of the durable loop is a workflow
+task (primitive 1) or an activity (primitive 2) that the server records before anything else happens
+(primitive 3). This module measures that price, turn by turn, on the embedded server:
+
+- `plain`: the same agent loop as plain asyncio code (the same `llm.complete` through LiteLLM, the same
+  `parse_reply`, the same `tools.run_tool`), with no Temporal at all: the lower bound.
+- `durable`: the course's agent, a chat workflow driven by Updates, as `create_worker` runs it.
+- `local-model`: the same workflow with the model call as a *local activity* (`ChatInput.model_call`):
+  faster, and weaker; see `workflow.py` for what it gives up.
+
+Measured only when asked for (`--loops`), to show what a setting is worth:
+
+- `unsandboxed` (no workflow sandbox) and `pydantic` (Temporal's pydantic data converter): the same
+  durability for less CPU, each with a cost of its own (see `worker_options` and `client_for`);
+- `no-eager` and `no-cache`: eager activity execution, or the sticky workflow cache, switched off, to show
+  what each of these defaults buys.
+
+Each is run for turns that need 0, 1 and 2 tool calls, with the offline model and, when `LLM_MODEL` names
+a real model, with that model too. `durable-agent bench` prints a table (or JSON); `run_benchmark()`
+returns a `BenchReport` (notebook 06 plots it). Where the time goes is read from the workflow's own event
+history: how long workflow tasks and activities waited and ran, per turn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner
+
+from . import llm, tools
+from .activities import AgentActivities, ChatMessage, parse_reply
+from .config import Settings, redact_secrets, settings
+from .session import ChatError, start_chat
+from .worker import create_worker
+from .workflow import DEFAULT_MAX_STEPS, ChatInput
+
+# The turns measured: a message for the offline model, and how many tool calls it needs.
+TURNS: dict[int, str] = {
+    0: "hello",
+    1: "What is 25 + 17?",
+    2: "What's the weather in Paris and what is 12 * 3?",
+}
+PLAIN = "plain"
+LOOPS = ("plain", "durable", "local-model", "unsandboxed", "pydantic", "no-eager", "no-cache")
+DEFAULT_LOOPS = ("plain", "durable", "local-model")
+PHASES = ("workflow task wait", "workflow task run", "activity wait", "activity run")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run as asked (bad option) or measured something inconsistent."""
+
+
+@dataclass
+class Stats:
+    """Latency figures of one series, in milliseconds."""
+
+    n: int
+    mean: float
+    std: float
+    p50: float
+    p95: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, samples: list[float]) -> "Stats":
+        if not samples:
+            raise BenchError("no samples to summarise")
+        ordered = sorted(samples)
+        return cls(len(ordered), statistics.fmean(ordered), statistics.pstdev(ordered), _percentile(ordered, 50),
+                   _percentile(ordered, 95), ordered[0], ordered[-1])
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on sorted samples."""
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class Series:
+    """One loop, one model, one kind of turn: every measured turn's latency."""
+
+    loop: str
+    model: str
+    tools: int  # tool calls the turn needs
+    samples_ms: list[float]
+    stats: Stats
+    tool_calls: float  # tool calls per turn, as observed (the replies' tools_used)
+    model_calls: float  # model calls per turn, as observed
+    activities: float  # activities per turn, counted in the event history (plain: 0)
+    local_activities: float  # local activities per turn (their markers in the history)
+    cpu_ms: float  # CPU time of this process per turn (client + worker; not the server): less noisy than latency
+    model_ms: Stats | None = None  # plain only: the time spent inside llm.complete per turn
+    phases_ms: dict[str, float] = field(default_factory=dict)  # durable only: ms per turn, from the history
+
+    @property
+    def steps(self) -> float:
+        """Model calls plus tool calls per turn: the work a turn does, whatever runs it."""
+        return self.model_calls + self.tool_calls
+
+
+@dataclass
+class Overhead:
+    """What a loop costs on top of the plain loop, for one model and kind of turn (from the p50s)."""
+
+    loop: str
+    model: str
+    tools: int
+    per_turn_ms: float  # loop p50 - plain p50
+    per_step_ms: float  # per_turn_ms / (model calls + tool calls): the cost of one activity
+    ratio_to_plain: float  # loop p50 / plain p50
+    ratio_to_model: float  # per_turn_ms / the model's own time per turn (p50, measured in the plain loop)
+
+
+@dataclass
+class BenchReport:
+    iterations: int
+    warmup: int
+    loops: list[str]
+    models: list[str]
+    series: list[Series]
+    overheads: list[Overhead]
+    environment: dict[str, str]
+
+    def get(self, loop: str, model: str, tools: int) -> Series:
+        for s in self.series:
+            if (s.loop, s.model, s.tools) == (loop, model, tools):
+                return s
+        raise KeyError((loop, model, tools))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BenchReport":
+        data = json.loads(text)
+        series = []
+        for s in data["series"]:
+            s = dict(s, stats=Stats(**s["stats"]))
+            if s.get("model_ms"):
+                s["model_ms"] = Stats(**s["model_ms"])
+            series.append(Series(**s))
+        return cls(**dict(data, series=series, overheads=[Overhead(**o) for o in data["overheads"]]))
+
+    def table(self) -> str:
+        """The report as text: latency per series, the overhead of durability, and where the time goes."""
+        lines = [f"Per-turn latency in ms: {self.iterations} turns per series after {self.warmup} warm-up "
+                 f"turns ({self.environment.get('summary', '')}); steps = model + tool calls per turn; "
+                 "cpu = this process's CPU ms per turn", ""]
+        head = f"{'model':<22} {'loop':<12} {'tools':>5} {'steps':>5} " + " ".join(
+            f"{k:>7}" for k in ("mean", "std", "p50", "p95", "min", "max", "cpu"))
+        lines += [head, "-" * len(head)]
+        for s in self.series:
+            st = s.stats
+            lines.append(f"{_short(s.model):<22} {s.loop:<12} {s.tools:>5} {s.steps:>5.0f} " + " ".join(
+                f"{v:>7.1f}" for v in (st.mean, st.std, st.p50, st.p95, st.min, st.max, s.cpu_ms)))
+        lines += ["", "Overhead over the plain loop (p50): per turn, per step (one model or tool call), and as "
+                  "ratios to the plain loop and to the model's own time", ""]
+        head = (f"{'model':<22} {'loop':<12} {'tools':>5} {'ms/turn':>8} {'ms/step':>8} {'x plain':>8} "
+                f"{'x model':>8}")
+        lines += [head, "-" * len(head)]
+        for o in self.overheads:
+            lines.append(f"{_short(o.model):<22} {o.loop:<12} {o.tools:>5} {o.per_turn_ms:>8.1f} "
+                         f"{o.per_step_ms:>8.1f} {o.ratio_to_plain:>8.1f} {o.ratio_to_model:>8.1f}")
+        timed = [s for s in self.series if s.phases_ms]
+        if timed:
+            lines += ["", "Where a durable turn's time goes, ms per turn (mean), from the event history; "
+                      "'client+server' is the rest: the Update's RPC and the server's own work", ""]
+            head = f"{'model':<22} {'loop':<12} {'tools':>5} " + " ".join(
+                f"{p.replace('workflow task', 'wft'):>14}" for p in PHASES) + f" {'client+server':>14}"
+            lines += [head, "-" * len(head)]
+            for s in timed:
+                rest = s.stats.mean - sum(s.phases_ms.get(p, 0.0) for p in PHASES)
+                lines.append(f"{_short(s.model):<22} {s.loop:<12} {s.tools:>5} " + " ".join(
+                    f"{s.phases_ms.get(p, 0.0):>14.1f}" for p in PHASES) + f" {rest:>14.1f}")
+        return "\n".join(lines)
+
+
+def _short(model: str) -> str:
+    return model if len(model) <= 22 else model[:19] + "..."
+
+
+# --- (a) the plain loop: the lower bound ------------------------------------------------------------------
+
+@dataclass
+class PlainReply:
+    text: str
+    tools_used: list[str]
+    model_calls: int
+    model_seconds: float
+
+
+async def plain_turn(messages: list[ChatMessage], text: str, config: llm.LLMConfig,
+                     max_steps: int = DEFAULT_MAX_STEPS) -> PlainReply:
+    """One turn of the agent loop in plain asyncio: what `DurableAgentWorkflow._turn` does, minus Temporal.
+
+    The same calls as the activities make (`llm.complete`, `parse_reply`, `tools.run_tool`); nothing is
+    recorded, nothing is retried, and a crash loses `messages`.
+    """
+    messages.append(ChatMessage("user", text))
+    specs = tools.tool_specs() + [llm.END_CHAT_SPEC]
+    used: list[str] = []
+    model_seconds = 0.0
+    for step in range(1, max_steps + 1):
+        prompt = [{"role": "system", "content": llm.SYSTEM_PROMPT}] + [m.to_openai() for m in messages]
+        started = time.perf_counter()
+        reply = await llm.complete(prompt, specs, config)
+        model_seconds += time.perf_counter() - started
+        plan = parse_reply(reply, config.model)
+        if not plan.tool_calls:
+            messages.append(ChatMessage("assistant", plan.answer))
+            return PlainReply(plan.answer, used, step, model_seconds)
+        messages.append(ChatMessage("assistant", plan.answer, tool_calls=plan.tool_calls))
+        for call in plan.tool_calls:
+            try:
+                output = tools.run_tool(call.name, call.arguments)
+            except tools.ToolInputError as err:
+                output = f"Error: {err}"
+            used.append(call.name)
+            messages.append(ChatMessage("tool", output, tool_call_id=call.id))
+    return PlainReply("(step limit)", used, max_steps, model_seconds)
+
+
+async def measure_plain(config: llm.LLMConfig, tools_needed: int, iterations: int, warmup: int) -> Series:
+    messages: list[ChatMessage] = []  # one conversation per series, as the durable loop has one chat
+    samples, model_ms, calls, used = [], [], [], []
+    cpu = 0.0
+    for i in range(warmup + iterations):
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        try:
+            reply = await plain_turn(messages, TURNS[tools_needed], config)
+        except Exception as err:  # a real model that refuses or is down: say so, keys redacted
+            raise BenchError(f"the plain loop failed with {config.model}: "
+                             f"{redact_secrets(f'{type(err).__name__}: {err}')}") from None
+        elapsed = (time.perf_counter() - started) * 1000
+        if i >= warmup:
+            cpu += time.process_time() - cpu_started
+            samples.append(elapsed)
+            model_ms.append(reply.model_seconds * 1000)
+            calls.append(reply.model_calls)
+            used.append(len(reply.tools_used))
+    return Series(PLAIN, config.model, tools_needed, samples, Stats.of(samples), statistics.fmean(used),
+                  statistics.fmean(calls), 0.0, 0.0, cpu * 1000 / iterations, model_ms=Stats.of(model_ms))
+
+
+# --- (b) the durable loop -----------------------------------------------------------------------------------
+
+async def measure_durable(client: Client, task_queue: str, loop: str, model: str, tools_needed: int,
+                          iterations: int, warmup: int) -> Series:
+    """Send `warmup + iterations` messages to one chat workflow and time each Update, client side."""
+    chat_input = ChatInput(model_call="local_activity" if loop == "local-model" else "activity")
+    chat = await start_chat(client, f"bench-{loop}-{tools_needed}-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
+                            input=chat_input)
+    await chat.status()  # a query: answered once the worker has run the chat's first task, so it is not timed
+    samples, used, steps = [], [], []
+    cpu = 0.0
+    for i in range(warmup + iterations):
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        try:
+            reply = await chat.send(TURNS[tools_needed])
+        except ChatError as err:
+            raise BenchError(f"the {loop} loop failed a turn: {err}") from None
+        elapsed = (time.perf_counter() - started) * 1000
+        if reply.error:
+            raise BenchError(f"the {loop} loop failed a turn: {reply.error}")
+        if i >= warmup:
+            cpu += time.process_time() - cpu_started
+            samples.append(elapsed)
+            used.append(len(reply.tools_used))
+            steps.append(reply.steps)
+    history = await chat.handle.fetch_history()
+    await chat.end()
+    activities, local_activities, phases = _read_history(history.events, warmup, iterations)
+    return Series(loop, model, tools_needed, samples, Stats.of(samples), statistics.fmean(used),
+                  statistics.fmean(steps), activities, local_activities, cpu * 1000 / iterations,
+                  phases_ms=phases)
+
+
+def _read_history(events: list[Any], warmup: int, iterations: int) -> tuple[float, float, dict[str, float]]:
+    """Activities and local activities per measured turn, and the ms per turn spent in each phase.
+
+    A measured turn's events come after the warm-up turns' `UPDATE_COMPLETED` events. Each workflow task
+    and activity has a scheduled, a started and a completed event: the gaps are the time it waited for a
+    worker and the time it ran. Local activities run inside a workflow task and leave a marker.
+    """
+    completed = [i for i, e in enumerate(events)
+                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED]
+    if len(completed) != warmup + iterations:
+        raise BenchError(f"the history holds {len(completed)} completed updates, expected {warmup + iterations}")
+    if warmup:
+        start = completed[warmup - 1] + 1
+    else:  # skip the chat's own first workflow task, unless the first message came with it
+        kinds = [e.event_type for e in events]
+        first_task = kinds.index(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+        accepted = kinds.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)
+        start = first_task + 1 if first_task < accepted - 1 else 0
+    window = events[start:completed[-1] + 1]
+    at = {e.event_id: e.event_time.ToMicroseconds() / 1000 for e in events}
+    phases = dict.fromkeys(PHASES, 0.0)
+    count = markers = 0
+    for e in window:
+        kind = e.event_type
+        if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            phase, since = "workflow task wait", e.workflow_task_started_event_attributes.scheduled_event_id
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            phase, since = "workflow task run", e.workflow_task_completed_event_attributes.started_event_id
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            phase, since = "activity wait", e.activity_task_started_event_attributes.scheduled_event_id
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            phase, since = "activity run", e.activity_task_completed_event_attributes.started_event_id
+        else:
+            phase = None
+        if phase:
+            phases[phase] += at[e.event_id] - at[since]
+        count += kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        markers += kind == EventType.EVENT_TYPE_MARKER_RECORDED
+    return count / iterations, markers / iterations, {p: v / iterations for p, v in phases.items()}
+
+
+def worker_options(loop: str) -> dict[str, Any]:
+    """The worker options a loop adds to the course's `create_worker` defaults."""
+    if loop == "unsandboxed":
+        # No sandbox: workflow code runs as ordinary Python. Durability is the same (the history is written
+        # and replayed alike); what goes is the guard that stops a workflow from calling datetime.now() or
+        # open(), and the per-workflow module isolation. Safe for this workflow: it passes under the sandbox
+        # and makes no I/O. Not for workflow code a learner is still writing.
+        return {"workflow_runner": UnsandboxedWorkflowRunner()}
+    if loop == "no-eager":
+        # Eager activity execution off: what it buys, by its absence. With it on (the default), the server
+        # hands an activity that this worker schedules straight back in its reply to the workflow task,
+        # instead of through the task queue and a poll.
+        return {"disable_eager_activity_execution": True}
+    if loop == "no-cache":
+        # No sticky workflow cache: the worker forgets each workflow after every workflow task, so each task
+        # replays the chat's whole history from the start. Correct, and ever slower as the chat grows.
+        return {"max_cached_workflows": 0}
+    return {}
+
+
+def client_for(client: Client, loop: str) -> Client:
+    """The client a loop's chats and worker use: the course's, or the same connection with another converter."""
+    if loop != "pydantic":
+        return client
+    # Pydantic's data converter: the same JSON in the history (same durability), but decoded and encoded by
+    # pydantic-core (compiled) instead of the SDK's Python code. It is set on the client, so every worker and
+    # client of a chat must agree on it: a course-wide change, measured here and not made.
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    return Client(**{**client.config(), "data_converter": pydantic_data_converter})
+
+
+# --- the whole benchmark -------------------------------------------------------------------------------------
+
+def overheads(series: list[Series]) -> list[Overhead]:
+    result = []
+    for s in series:
+        if s.loop == PLAIN:
+            continue
+        plain = next((p for p in series if (p.loop, p.model, p.tools) == (PLAIN, s.model, s.tools)), None)
+        if plain is None or plain.model_ms is None:
+            continue
+        extra = s.stats.p50 - plain.stats.p50
+        result.append(Overhead(s.loop, s.model, s.tools, extra, extra / max(s.steps, 1.0),
+                               s.stats.p50 / plain.stats.p50, extra / max(plain.model_ms.p50, 1e-6)))
+    return result
+
+
+def environment() -> dict[str, str]:
+    from importlib.metadata import version
+
+    cpus = os.cpu_count() or 0
+    info = {"python": platform.python_version(), "temporalio": version("temporalio"),
+            "litellm": version("litellm"), "cpus": str(cpus), "platform": sys.platform}
+    info["summary"] = f"Python {info['python']}, temporalio {info['temporalio']}, {cpus} CPUs"
+    return info
+
+
+def models_to_measure(current: Settings | None = None) -> list[llm.LLMConfig]:
+    """The offline model always; the configured model too when it is a real one (LLM_MODEL)."""
+    current = current or settings()
+    real = llm.LLMConfig(current.llm_model, current.llm_api_base, current.llm_timeout_seconds)
+    return [llm.LLMConfig()] + ([] if current.offline else [real])
+
+
+async def run_benchmark(client: Client | None = None, *, iterations: int = 50, warmup: int = 5,
+                        loops: tuple[str, ...] | list[str] = DEFAULT_LOOPS,
+                        models: list[llm.LLMConfig] | None = None,
+                        tool_counts: tuple[int, ...] = (0, 1, 2), progress: Any = None) -> BenchReport:
+    """Measure every loop, model and kind of turn; start the embedded server if no client is given."""
+    if iterations < 1 or warmup < 0:
+        raise BenchError(f"iterations must be at least 1 and warmup at least 0 (got {iterations}, {warmup})")
+    unknown = sorted(set(loops) - set(LOOPS))
+    if unknown or not loops:
+        raise BenchError(f"unknown loop(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(LOOPS)}")
+    if set(tool_counts) - set(TURNS):
+        raise BenchError(f"tool counts must be among {sorted(TURNS)}")
+    models = models or models_to_measure()
+    say = progress or (lambda text: None)
+    temporal = None
+    if client is None and set(loops) - {PLAIN}:
+        from .server import start_temporal
+
+        temporal = await start_temporal(ui=False)
+        client = temporal.client
+    series: list[Series] = []
+    try:
+        for config in models:
+            model = config.model
+            if PLAIN in loops:
+                for n in tool_counts:
+                    say(f"plain loop, {model}, {n} tool(s)")
+                    series.append(await measure_plain(config, n, iterations, warmup))
+            for loop in (name for name in LOOPS if name in loops and name != PLAIN):
+                task_queue = f"bench-{uuid.uuid4().hex[:8]}"
+                loop_client = client_for(client, loop)
+                worker = create_worker(loop_client, task_queue=task_queue, activities=AgentActivities(config),
+                                       **worker_options(loop))
+                async with worker:
+                    for n in tool_counts:
+                        say(f"{loop} loop, {model}, {n} tool(s)")
+                        series.append(await measure_durable(loop_client, task_queue, loop, model, n, iterations,
+                                                            warmup))
+    finally:
+        if temporal is not None:
+            await temporal.shutdown()
+    return BenchReport(iterations, warmup, list(loops), [c.model for c in models], series, overheads(series),
+                       environment())
+
+
+def plot(report: BenchReport, model: str | None = None) -> Any:
+    """Box plots of the latency distributions, one panel per kind of turn (matplotlib, log scale)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    model = model or report.models[0]
+    counts = sorted({s.tools for s in report.series if s.model == model})
+    figure, axes = plt.subplots(1, len(counts), figsize=(4 * len(counts), 3.6), squeeze=False, sharey=True)
+    everything = [x for s in report.series if s.model == model for x in s.samples_ms]
+    ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+             if min(everything) / 2 <= t <= max(everything) * 2]
+    for ax, n in zip(axes[0], counts):
+        chosen = [s for s in report.series if s.model == model and s.tools == n]
+        ax.boxplot([s.samples_ms for s in chosen], showfliers=True)
+        ax.set_xticks(range(1, len(chosen) + 1), [s.loop for s in chosen], rotation=20)
+        ax.set_title(f"{n} tool call{'s' if n != 1 else ''} per turn")
+        ax.set_yscale("log")
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("ms per turn (log scale)")
+    figure.suptitle(f"Latency of a chat turn ({_short(model)}, {report.iterations} turns each)")
+    figure.tight_layout()
+    return figure
