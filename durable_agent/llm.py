@@ -109,6 +109,7 @@ HELP = (
 
 def extract_tool_calls(text: str) -> list[tuple[str, dict[str, str]]]:
     """The tool calls a user message needs, in the order they appear: [(tool name, arguments), ...]."""
+    original = text
     for pattern, symbol in _WORDS:  # "25 plus 17" -> "25 + 17"
         text = re.sub(pattern, f" {symbol} ", text, flags=re.I)
     found: list[tuple[int, str, dict[str, str]]] = []
@@ -123,7 +124,29 @@ def extract_tool_calls(text: str) -> list[tuple[str, dict[str, str]]]:
         if _OPERATOR.search(expression):
             expression = _balance(expression)
             found.append((match.start(), "calculator", {"expression": expression}))
+    for name, trigger in TAUGHT_TOOLS.items():  # tools taught with teach_offline_model()
+        for match in trigger.finditer(original):
+            found.append((match.start(), name, {k: v.strip() for k, v in match.groupdict().items() if v}))
     return [(name, args) for _, name, args in sorted(found, key=lambda item: item[0])]
+
+
+# Teaching the offline model a new tool (exercise 1). A real model reads each tool's description and decides
+# to call it; the offline model only knows calculator and weather, so a new tool also gives it a trigger: a
+# regular expression whose named groups are the tool's arguments. Lives in this process only (a worker in
+# another process must be taught there too).
+TAUGHT_TOOLS: dict[str, re.Pattern[str]] = {}
+
+
+def teach_offline_model(tool_name: str, trigger: str) -> None:
+    """Make the offline model call `tool_name` for each match of `trigger` in a user message.
+
+    >>> teach_offline_model("shout", r"shout (?P<word>\\w+)")   # "please shout hello" -> shout(word="hello")
+    """
+    pattern = re.compile(trigger, re.I)
+    if not pattern.groupindex:
+        raise ValueError(f"the trigger {trigger!r} has no named groups (?P<argument>...), so the tool would "
+                         "get no arguments")
+    TAUGHT_TOOLS[tool_name] = pattern
 
 
 def _balance(expression: str) -> str:
@@ -176,6 +199,8 @@ def _describe(name: str, args: dict[str, str], result: str) -> str:
         if failed:
             return f"I could not calculate {args['expression']}: {result.removeprefix('Error:').strip()}."
         return f"{args['expression']} = {result}."
+    if name in TAUGHT_TOOLS:
+        return f"{name}: {result}."
     if failed:
         return f"I could not get the weather for {args['city']}: {result.removeprefix('Error:').strip()}."
     return f"The weather in {result}."
@@ -192,6 +217,12 @@ def _offline_handler(litellm: Any) -> Any:
             return self._respond(model, messages)
 
         def _respond(self, model: str, messages: list) -> Any:
+            from . import faults  # notebook 05's outage switch: fail as a provider would, through LiteLLM
+            status = faults.model_outage_status()
+            if status:
+                from litellm.llms.custom_llm import CustomLLMError
+
+                raise CustomLLMError(status_code=status, message=f"the offline model is down (simulated HTTP {status})")
             message = offline_reply(messages)
             finish = "tool_calls" if message.get("tool_calls") else "stop"
             return litellm.ModelResponse(

@@ -11,6 +11,7 @@ start another, and the server hands the work over (primitive 3, event-sourced st
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from temporalio.worker import Worker
 from . import llm
 from .activities import AgentActivities
 from .config import settings
+from .faults import FaultInterceptor
 from .workflow import DurableAgentWorkflow
 
 READY_LINE = "durable-agent worker ready"
@@ -49,6 +51,9 @@ def create_worker(
     activities = activities or AgentActivities()
     llm.litellm_module()  # import LiteLLM now: importing inside the first activity would stall the worker
     options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
+    # The fault-injection lab (notebook 05, faults.py): logs each activity execution and applies injected
+    # hangs, only while DURABLE_AGENT_FAULTS names a fault directory; otherwise it just passes the call on.
+    options["interceptors"] = [*options.get("interceptors", []), FaultInterceptor()]
     return Worker(
         client,
         task_queue=task_queue or settings().task_queue,
@@ -141,9 +146,23 @@ async def start_worker_process(
     return worker
 
 
+# Extra tool modules for a worker process: comma-separated importable names (the current folder is on the
+# path). Their @tool functions register on import; one named like a built-in tool replaces it. The hot-fix
+# lab (faults.py, tests/test_faults.py) starts a worker process with a buggy tool, fixes the file, restarts it.
+TOOL_MODULES_ENV = "DURABLE_AGENT_TOOL_MODULES"
+
+
+def import_tool_modules() -> list[str]:
+    names = [name.strip() for name in os.environ.get(TOOL_MODULES_ENV, "").split(",") if name.strip()]
+    for name in names:
+        importlib.import_module(name)
+    return names
+
+
 async def serve(client: Client, task_queue: str | None = None) -> None:
     """Run a worker until SIGINT or SIGTERM (the body of `durable-agent worker`)."""
     task_queue = task_queue or settings().task_queue
+    import_tool_modules()
     worker = create_worker(client, task_queue=task_queue)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,693 @@
+"""Fault injection: break the durable agent on purpose and watch Temporal recover (notebook 05).
+
+Each experiment leans on one primitive:
+- a worker SIGKILLed mid-turn, a server restarted from its SQLite file: 3, event-sourced state;
+- a model outage, a buggy tool hot-fixed while the chat waits: 2, managed side effects (retries);
+- changed workflow code replayed against a recorded history: 1, the deterministic orchestrator.
+
+The fault switches live in a small directory named by the `DURABLE_AGENT_FAULTS` environment variable and
+are read at the moment an activity runs, so they reach a worker in this process and a worker process alike:
+
+    faults = Faults.create()          # a fresh directory; sets DURABLE_AGENT_FAULTS here (children inherit it)
+    faults.hang("execute_tool")       # the next tool call hangs, so a SIGKILL lands in the middle of it
+    faults.model_outage(times=3)      # the offline model answers HTTP 503 three times
+    faults.clear()                    # switches off; faults.executions() still lists what ran
+
+`FaultInterceptor` (installed by `worker.create_worker`) appends one line per activity start and end to
+`executions.jsonl` in that directory with a single `write`, so the count of real executions survives SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from temporalio import activity
+from temporalio.client import WorkflowHistory
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Replayer
+
+from .config import redact_secrets
+
+if TYPE_CHECKING:  # imported lazily below: worker.py imports this module
+    from .server import Temporal
+    from .session import ChatSession
+    from .worker import BackgroundWorker, WorkerProcess
+
+try:
+    import fcntl
+except ImportError:  # Windows: no file locks; one worker at a time is fine
+    fcntl = None  # type: ignore[assignment]
+
+ENV_VAR = "DURABLE_AGENT_FAULTS"
+HANG, OUTAGE = "hang", "outage"
+HANG_SECONDS = 60.0  # a hang ends by itself after this (or when the server's timeout cancels the attempt)
+ACTIVITY_TYPES = ("plan_next_action", "execute_tool")
+
+
+@dataclass
+class Fault:
+    kind: str  # HANG (an activity blocks) or OUTAGE (the offline model fails)
+    target: str  # HANG: an activity type; OUTAGE: "model"
+    times: int = 1  # how many calls it hits
+    skip: int = 0  # let this many calls through first
+    status: int = 503  # OUTAGE: the HTTP status the offline model answers with
+
+
+@dataclass
+class Execution:
+    """One line of the execution log: an activity attempt started, or ended."""
+
+    event: str  # "start", "done" or "failed"
+    activity: str
+    activity_id: str
+    attempt: int
+    workflow_id: str
+    pid: int
+    t: float  # time.time(): comparable between processes
+    fault: str | None = None
+    error: str | None = None
+
+
+class Faults:
+    """The fault switches and the execution log: one directory, shared by every process that sees it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str] | None = None, activate: bool = True) -> "Faults":
+        faults = cls(path or tempfile.mkdtemp(prefix="durable-agent-faults-"))
+        faults.reset()
+        if activate:
+            os.environ[ENV_VAR] = str(faults.path)
+        return faults
+
+    # --- switches (a notebook cell or a test sets them) ---------------------------------------------------
+
+    def hang(self, activity_type: str, *, skip: int = 0, times: int = 1) -> None:
+        """The next call of `activity_type` (after `skip` calls) blocks, heartbeating, until killed."""
+        if activity_type not in ACTIVITY_TYPES:
+            raise ValueError(f"unknown activity type {activity_type!r}; the agent's are {', '.join(ACTIVITY_TYPES)}")
+        self._add(Fault(HANG, activity_type, _at_least(1, times=times), _at_least(0, skip=skip)))
+
+    def model_outage(self, times: int, status: int = 503) -> None:
+        """The offline model fails the next `times` calls as a provider would: HTTP `status` (503, 429...)."""
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError(f"an outage needs an HTTP error status (400-599), not {status!r}")
+        self._add(Fault(OUTAGE, "model", _at_least(1, times=times), status=status))
+
+    def clear(self) -> None:
+        """Switch every fault off (the execution log is kept)."""
+        with self._locked():
+            self._save([])
+
+    def reset(self) -> None:
+        """Switch every fault off and empty the execution log."""
+        self.clear()
+        (self.path / "executions.jsonl").write_text("")
+
+    def remove(self) -> None:
+        """Delete the directory, and stop pointing this process at it."""
+        if os.environ.get(ENV_VAR) == str(self.path):
+            del os.environ[ENV_VAR]
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def pending(self) -> list[Fault]:
+        return [f for f in self._load() if f.times > 0]
+
+    # --- the execution log ---------------------------------------------------------------------------------
+
+    def executions(self, workflow_id: str | None = None) -> list[Execution]:
+        log = self.path / "executions.jsonl"
+        found = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            with contextlib.suppress(ValueError):  # a line being appended right now is read next time
+                found.append(Execution(**json.loads(line)))
+        return [e for e in found if workflow_id is None or e.workflow_id == workflow_id]
+
+    def count(self, activity_type: str, event: str = "start", workflow_id: str | None = None) -> int:
+        return sum(1 for e in self.executions(workflow_id) if e.activity == activity_type and e.event == event)
+
+    async def wait_for(self, check: Callable[[list[Execution]], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check(self.executions()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the expected activity executions did not happen within {timeout} s")
+            await asyncio.sleep(0.05)
+
+    # --- used by the worker side ---------------------------------------------------------------------------
+
+    def take(self, kind: str, target: str) -> Fault | None:
+        """Consume one hit of the first matching fault, or None if this call goes through."""
+        with self._locked():
+            faults = self._load()
+            for fault in faults:
+                if fault.kind == kind and fault.target == target and fault.times > 0:
+                    hit = fault.skip == 0
+                    fault.skip, fault.times = (fault.skip, fault.times - 1) if hit else (fault.skip - 1, fault.times)
+                    self._save(faults)
+                    return fault if hit else None
+        return None
+
+    def record(self, execution: Execution) -> None:
+        line = (json.dumps(asdict(execution)) + "\n").encode()
+        fd = os.open(self.path / "executions.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one append: whole, even if the process is killed right after
+        finally:
+            os.close(fd)
+
+    def _add(self, fault: Fault) -> None:
+        with self._locked():
+            self._save(self._load() + [fault])
+
+    def _load(self) -> list[Fault]:
+        file = self.path / "faults.json"
+        return [Fault(**f) for f in json.loads(file.read_text())] if file.exists() else []
+
+    def _save(self, faults: list[Fault]) -> None:
+        temp = self.path / "faults.json.tmp"
+        temp.write_text(json.dumps([asdict(f) for f in faults]))
+        temp.replace(self.path / "faults.json")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.path / "lock", "w") as lock:
+            if fcntl:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+def _at_least(minimum: int, **value: int) -> int:
+    (name, number), = value.items()
+    if not isinstance(number, int) or number < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, not {number!r}")
+    return number
+
+
+def current() -> Faults | None:
+    """The fault directory this process points at right now (DURABLE_AGENT_FAULTS), if any."""
+    path = os.environ.get(ENV_VAR)
+    return Faults(path) if path and os.path.isdir(path) else None
+
+
+def model_outage_status() -> int | None:
+    """Called by the offline model on every call: the HTTP status to fail with, or None."""
+    faults = current()
+    fault = faults.take(OUTAGE, "model") if faults else None
+    return fault.status if fault else None
+
+
+class FaultInterceptor(Interceptor):
+    """Logs every activity execution to the fault directory and applies hangs. Does nothing without one."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _LogAndHang(next)
+
+
+class _LogAndHang(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        faults = current()
+        if faults is None:
+            return await self.next.execute_activity(input)
+        info = activity.info()
+        fault = faults.take(HANG, info.activity_type)
+
+        def log(event: str, error: str | None = None) -> None:
+            faults.record(Execution(event, info.activity_type, info.activity_id, info.attempt, info.workflow_id or "",
+                                    os.getpid(), time.time(), fault.kind if fault else None, error))
+
+        log("start")
+        try:
+            if fault:
+                deadline = time.monotonic() + HANG_SECONDS
+                while time.monotonic() < deadline:  # heartbeat, so only a real crash looks like one
+                    activity.heartbeat()
+                    await asyncio.sleep(0.2)
+            result = await self.next.execute_activity(input)
+        except BaseException as err:
+            log("failed", redact_secrets(getattr(err, "message", None) or f"{type(err).__name__}: {err}"))
+            raise
+        log("done")
+        return result
+
+
+# --- what the event history says ran ---------------------------------------------------------------------
+
+@dataclass
+class ActivityRun:
+    """One activity of a workflow as the event history records it, next to the real executions logged."""
+
+    activity_id: str
+    activity: str
+    outcome: str  # "completed", "failed", "timed out", "canceled" or "pending"
+    attempt: int  # the attempt the history recorded (the last one)
+    starts: int = 0  # real executions, from the execution log
+
+    def line(self, note: str = "") -> str:
+        return (f"  #{self.activity_id} {self.activity:<17} ran {self.starts}x   "
+                f"history: {self.outcome} on attempt {self.attempt}{note}")
+
+
+def activity_runs(history: WorkflowHistory, executions: list[Execution] | None = None) -> list[ActivityRun]:
+    runs: dict[int, ActivityRun] = {}  # by the event id of ActivityTaskScheduled
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            runs[event.event_id] = ActivityRun(attrs.activity_id, attrs.activity_type.name, "pending", 0)
+        elif event.HasField("activity_task_started_event_attributes"):
+            attrs = event.activity_task_started_event_attributes
+            runs[attrs.scheduled_event_id].attempt = attrs.attempt
+        for name, outcome in (("completed", "completed"), ("failed", "failed"), ("timed_out", "timed out"),
+                              ("canceled", "canceled")):
+            if event.HasField(f"activity_task_{name}_event_attributes"):
+                runs[getattr(event, f"activity_task_{name}_event_attributes").scheduled_event_id].outcome = outcome
+    mine = [e for e in executions or [] if e.workflow_id == history.workflow_id]  # ids restart in each workflow
+    starts = Counter(e.activity_id for e in mine if e.event == "start")
+    for run in runs.values():
+        run.starts = starts[run.activity_id]
+    return list(runs.values())
+
+
+def _model_error(error: str | None) -> str:
+    """'the model call failed: X: litellm.X: OpenAIException - overloaded' -> 'X: overloaded'"""
+    found = re.search(r"litellm\.(\w+): .*? - (.*)$", error or "")
+    return _short(f"{found[1]}: {found[2]}" if found else error)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
+
+
+def _short(text: str | None, limit: int = 110) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- the experiments ---------------------------------------------------------------------------------------
+
+@dataclass
+class CrashReport:
+    workflow_id: str
+    during: str
+    reply: str
+    killed_pid: int
+    new_pid: int
+    runs: list[ActivityRun]
+    completed_before_kill: list[str]  # activity ids whose attempt finished on the killed worker
+    rerun_completed: list[str]  # ...and that ran again anyway: must stay empty
+    restart_to_ready: float  # new worker process launched -> polling (Python + LiteLLM imports)
+    ready_to_reply: float  # -> the pending Update returned (Temporal's recovery timers)
+    kill_to_retry: float  # SIGKILL -> the interrupted activity ran again
+
+    def __str__(self) -> str:
+        notes = {i: "   <- completed before the crash: not run again" for i in self.completed_before_kill}
+        notes.update({r.activity_id: "   <- interrupted by the kill, run again" for r in self.runs
+                      if r.activity_id not in notes and r.starts > 1})
+        return "\n".join([
+            f"SIGKILL to worker pid {self.killed_pid} during {self.during}; restarted it as pid {self.new_pid}.",
+            f"Agent (the same Update, never re-sent): {self.reply}",
+            f"Restart -> worker ready {_seconds(self.restart_to_ready)}, ready -> reply "
+            f"{_seconds(self.ready_to_reply)}; the interrupted activity ran again {_seconds(self.kill_to_retry)} "
+            "after the kill.",
+            "This turn's activities (executions counted by the log, outcome recorded in the event history):",
+            *(r.line(notes.get(r.activity_id, "")) for r in self.runs),
+            f"Completed activities executed twice: {', '.join(self.rerun_completed) or 'none'}",
+        ])
+
+
+@dataclass
+class OutageReport:
+    reply: str
+    attempts: list[tuple[int, float, str]]  # (attempt, seconds after the first, outcome) of the first model call
+
+    def __str__(self) -> str:
+        return "\n".join([
+            "The first planning activity (the model call), attempt by attempt:",
+            *(f"  attempt {n} at +{_seconds(t)}: {outcome}" for n, t, outcome in self.attempts),
+            f"Agent: {self.reply}",
+        ])
+
+
+@dataclass
+class BuggyTurn:
+    """A turn waiting on a tool that fails: the Update is pending, the workflow is running."""
+
+    question: str
+    chat: ChatSession
+    reply: asyncio.Task[Any]  # resolves to the AgentReply once the tool works
+    tools_module: str
+    failed_attempts: list[str]
+    agent_status: str
+    next_attempt: int
+    in_kernel: bool = False
+
+    def __str__(self) -> str:
+        return "\n".join([
+            f"You:   {self.question}",
+            f"Agent status (a query, answered by the worker): {self.agent_status}",
+            *(f"  execute_tool attempt {i} failed: {error}" for i, error in enumerate(self.failed_attempts, 1)),
+            f"The workflow is still running; the server will retry execute_tool (next: attempt {self.next_attempt}).",
+            "The buggy worker has been stopped: fix the code, then restart the worker.",
+        ])
+
+
+@dataclass
+class HotFixReport:
+    reply: str
+    new_pid: int
+    runs: list[ActivityRun]
+
+    def __str__(self) -> str:
+        first_plan = next(r.activity_id for r in self.runs if r.activity == "plan_next_action")
+        notes = {first_plan: "   <- planned before the bug: reused, not recomputed"}
+        notes.update({r.activity_id: "   <- failed until the fix" for r in self.runs if r.activity == "execute_tool"})
+        return "\n".join([
+            f"Worker restarted with the fixed code (pid {self.new_pid}).",
+            f"Agent (the same pending Update): {self.reply}",
+            "This turn's activities:",
+            *(r.line(notes.get(r.activity_id, "")) for r in self.runs),
+        ])
+
+
+@dataclass
+class FaultLab:
+    """Runs the experiments against a server (`lab.temporal`), with a worker process it can kill."""
+
+    temporal: Temporal
+    faults: Faults
+    task_queue: str = "fault-lab"
+    tools_path: str | None = None  # a folder to import tool modules from (default: the current folder)
+    worker: WorkerProcess | None = None  # the worker process the experiments kill and restart
+    kernel_worker: BackgroundWorker | None = None  # the hot-fix lab's worker in this process, if any
+    builtin_tools: dict[str, Any] = field(default_factory=dict, repr=False)  # restored by close()
+
+    async def start_worker_process(self, tools_module: str | None = None) -> WorkerProcess:
+        """A worker process that sees the fault switches (and imports `tools_module`, if given)."""
+        from .worker import TOOL_MODULES_ENV, start_worker_process
+
+        await self._stop_workers()  # the lab's task queue has one worker at a time
+        # No .pyc files: a fix saved within the same second as the bug is never masked by a stale cache.
+        env = {ENV_VAR: str(self.faults.path), "PYTHONDONTWRITEBYTECODE": "1", TOOL_MODULES_ENV: tools_module or ""}
+        if self.tools_path:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (self.tools_path, os.environ.get("PYTHONPATH")) if p)
+        self.worker = await start_worker_process(self.temporal.address, task_queue=self.task_queue, env=env)
+        return self.worker
+
+    async def stop_worker_process(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+
+    async def new_chat(self) -> ChatSession:
+        from .session import start_chat
+
+        return await start_chat(self.temporal.client, task_queue=self.task_queue)
+
+    async def crash_mid_turn(self, during: str = "plan_next_action", question: str = "What is 25 + 17?") -> CrashReport:
+        """SIGKILL the worker process while `during` runs, restart it, and wait for the same Update's reply.
+
+        `plan_next_action`: the kill lands in the second model call, after a tool call has completed;
+        `execute_tool`: in the tool call, after the first model call has completed."""
+        if during not in ("plan_next_action", "execute_tool"):
+            raise ValueError(f"during must be 'plan_next_action' or 'execute_tool', not {during!r}")
+        self.faults.clear()
+        self.faults.hang(during, skip=1 if during == "plan_next_action" else 0)
+        victim = self.worker if self.worker is not None and self.worker.alive else await self.start_worker_process()
+        chat = await self.new_chat()
+        pending = asyncio.create_task(chat.send(question))
+        try:  # wait until the activity is running (and hanging) on the worker
+            await self.faults.wait_for(lambda ex: any(e.fault == HANG and e.workflow_id == chat.workflow_id for e in ex))
+        except TimeoutError:
+            pending.cancel()
+            raise
+        hung = next(e for e in self.faults.executions(chat.workflow_id) if e.fault == HANG)
+        if hung.pid != victim.pid:
+            pending.cancel()
+            raise RuntimeError(f"{during} hangs in process {hung.pid}, not in the lab's worker {victim.pid}: "
+                               f"is another worker polling the task queue {self.task_queue!r}?")
+        victim.kill()  # SIGKILL, by process id
+        killed_at = time.time()
+        self.worker = None
+        await self.start_worker_process()
+        ready = time.time()
+        reply = await pending
+        replied = time.time()
+        executions = self.faults.executions(chat.workflow_id)
+        runs = activity_runs(await chat.handle.fetch_history(), executions)
+        done_before = sorted({e.activity_id for e in executions if e.event == "done" and e.pid == victim.pid}, key=int)
+        retried_at = next((e.t for e in executions if e.activity_id == hung.activity_id and e.event == "start"
+                           and e.t > killed_at), replied)
+        return CrashReport(
+            chat.workflow_id, during, reply.text, victim.pid, self.worker.pid, runs, done_before,
+            [r.activity_id for r in runs if r.activity_id in done_before and r.starts > 1],
+            ready - killed_at, replied - ready, retried_at - killed_at)
+
+    async def model_outage_turn(self, failures: int = 3, status: int = 503,
+                                question: str = "What is 25 + 17?") -> OutageReport:
+        """The offline model fails `failures` times with HTTP `status`; the turn still gets its answer.
+        With failures=0 no switch is set (a real provider can fail on its own, e.g. the test server)."""
+        self.faults.clear()
+        if failures:
+            self.faults.model_outage(failures, status)
+        chat = await self.new_chat()
+        reply = await chat.send(question)
+        plans = [e for e in self.faults.executions(chat.workflow_id) if e.activity == "plan_next_action"]
+        first = [e for e in plans if e.activity_id == plans[0].activity_id]
+        starts = {e.attempt: e.t for e in first if e.event == "start"}
+        ends = {e.attempt: ("ok" if e.event == "done" else f"failed: {_model_error(e.error)}") for e in first
+                if e.event != "start"}
+        return OutageReport(reply.text, [(n, starts[n] - starts[1], ends.get(n, "?")) for n in sorted(starts)])
+
+    async def start_buggy_turn(self, tools_module: str, question: str, failures: int = 2,
+                               in_kernel: bool = False) -> BuggyTurn:
+        """Start a worker with `tools_module` (a worker process, or with `in_kernel` a worker in this process),
+        ask `question`, let the tool fail `failures` times, then stop that worker: the turn stays pending."""
+        self.faults.clear()
+        if in_kernel:
+            await self._start_kernel_worker(tools_module)
+        else:
+            await self.start_worker_process(tools_module)
+        chat = await self.new_chat()
+        reply = asyncio.create_task(chat.send(question))
+
+        def failed(ex: list[Execution]) -> list[Execution]:
+            return [e for e in ex if e.workflow_id == chat.workflow_id and e.activity == "execute_tool"
+                    and e.event == "failed"]
+
+        with _quiet_logs():  # a worker in a notebook's kernel would print each failure's traceback
+            await self.faults.wait_for(lambda ex: reply.done() or len(failed(ex)) >= failures)
+            if reply.done():
+                raise RuntimeError(f"the tool did not fail; the agent replied: {reply.result().text}")
+            agent_status = (await chat.status()).describe()
+            next_attempt = await _next_attempt(chat.handle, "execute_tool", failures + 1)
+            await self._stop_workers()
+        errors = [_short(e.error) for e in failed(self.faults.executions())]
+        return BuggyTurn(question, chat, reply, tools_module, errors, agent_status, next_attempt, in_kernel)
+
+    async def restart_with_fix(self, turn: BuggyTurn) -> HotFixReport:
+        """Start the worker again (it imports the fixed module) and wait for the pending reply."""
+        if turn.in_kernel:
+            await self._start_kernel_worker(turn.tools_module)
+        else:
+            await self.start_worker_process(turn.tools_module)
+        reply = await turn.reply
+        runs = activity_runs(await turn.chat.handle.fetch_history(), self.faults.executions(turn.chat.workflow_id))
+        return HotFixReport(reply.text, os.getpid() if turn.in_kernel else self.worker.pid, runs)
+
+    async def _start_kernel_worker(self, tools_module: str) -> None:
+        import importlib
+        import sys
+
+        from . import tools
+        from .worker import start_worker
+
+        await self._stop_workers()  # the lab's task queue has one worker at a time
+        self.builtin_tools = self.builtin_tools or dict(tools.TOOLS)
+        importlib.invalidate_caches()
+        sys.dont_write_bytecode, saved = True, sys.dont_write_bytecode  # always read the source just saved
+        try:
+            if tools_module in sys.modules:
+                importlib.reload(sys.modules[tools_module])
+            else:
+                importlib.import_module(tools_module)
+        finally:
+            sys.dont_write_bytecode = saved
+        self.kernel_worker = await start_worker(self.temporal.client, task_queue=self.task_queue)
+
+    async def _stop_workers(self) -> None:
+        await self.stop_worker_process()
+        if self.kernel_worker is not None:
+            await self.kernel_worker.stop()
+            self.kernel_worker = None
+
+    async def close(self) -> None:
+        """Stop the lab's workers, switch the faults off, and put back tools a lab module replaced."""
+        await self._stop_workers()
+        self.faults.clear()
+        if self.builtin_tools:
+            from . import tools
+
+            tools.TOOLS.clear()
+            tools.TOOLS.update(self.builtin_tools)
+
+
+async def _next_attempt(handle: Any, activity_type: str, at_least: int, timeout: float = 30.0) -> int:
+    """Wait until the server has recorded the failures and scheduled attempt `at_least` of a pending activity."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = (await handle.describe()).raw_description.pending_activities
+        attempts = [p.attempt for p in pending if p.activity_type.name == activity_type]
+        if (attempts and attempts[0] >= at_least) or time.monotonic() > deadline:
+            return attempts[0] if attempts else 0
+        await asyncio.sleep(0.05)
+
+
+# --- broken determinism --------------------------------------------------------------------------------------
+
+@dataclass
+class ReplayReport:
+    workflow: str
+    ok: bool
+    error_type: str | None = None
+    temporal_says: str | None = None
+    explanation: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.workflow}: replayed the recorded history cleanly. Running chats can take this code."
+        return (f"{self.workflow}: replay FAILED ({self.error_type})\n  Temporal says: {self.temporal_says}\n"
+                f"  In plain words: {self.explanation}")
+
+
+_FIX = ("Replay re-runs the workflow code against the recorded events to rebuild a chat's state, so the code "
+        "must make the same decisions in the same order. A running chat given this code would be stuck until "
+        "the old code came back. Guard the change with workflow.patched(...), or ship it as a new workflow type.")
+
+
+def explain_nondeterminism(message: str) -> str:
+    """A learner-readable sentence for what Temporal reported during replay."""
+    mismatch = re.search(r"type of scheduled event '(\w+)' does not match activity type of activity command '(\w+)'",
+                         message)
+    if mismatch:
+        return (f"The history says the workflow scheduled the activity '{mismatch[1]}' at this point; the changed "
+                f"code asks for '{mismatch[2]}' instead. " + _FIX)
+    restricted = re.search(r"Cannot access ([\w.]+?)(?:\.__call__)? from inside a workflow", message)
+    if restricted:
+        return (f"The changed code calls {restricted[1]}(), which gives a different answer every time it runs, so "
+                "a replay could take another path. The sandbox refuses it: use workflow.now() or workflow.random(), "
+                "or do it in an activity.")
+    return "The changed code does not produce the commands the history recorded. " + _FIX
+
+
+async def replay(history: WorkflowHistory, workflow_class: type) -> ReplayReport:
+    """Replay a recorded history against `workflow_class` (its @workflow.defn name must match the history's)."""
+    replayer = Replayer(workflows=[workflow_class], runtime=_quiet_runtime())
+    with _quiet_logs():
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    failure = result.replay_failure
+    if failure is None:
+        return ReplayReport(workflow_class.__name__, True)
+    quoted = re.search(r'message: "((?:[^"\\]|\\.)*)"', str(failure))
+    said = quoted[1] if quoted else str(failure)
+    kind = type(failure).__name__
+    if "Cannot access" in said:
+        kind = "RestrictedWorkflowAccessError"
+    return ReplayReport(workflow_class.__name__, False, kind, _short(said.split(". If this is")[0], 200),
+                        explain_nondeterminism(said))
+
+
+_runtime = None
+
+
+def _quiet_runtime() -> Any:
+    """A Temporal runtime whose core logs only errors: a failing replay's warnings would flood a notebook."""
+    global _runtime
+    if _runtime is None:
+        from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+        _runtime = Runtime(telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
+    return _runtime
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger("temporalio")
+    level, logger.level = logger.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# --- server restart ------------------------------------------------------------------------------------------
+
+@dataclass
+class ServerRestartReport:
+    first_reply: str
+    history_before: int
+    history_after: int
+    intact: bool
+    second_reply: str
+    turns: int
+    restart_seconds: float
+
+    def __str__(self) -> str:
+        return "\n".join([
+            f"Before the restart  Agent: {self.first_reply}",
+            f"Server stopped, then started again on the same SQLite file ({_seconds(self.restart_seconds)}).",
+            f"History: {self.history_before} messages before, {self.history_after} after; identical: {self.intact}",
+            f"After the restart   Agent: {self.second_reply}",
+            f"Turns in this chat: {self.turns}",
+        ])
+
+
+async def server_restart_mid_chat(db_file: str | os.PathLike[str], questions: tuple[str, str] = (
+        "What is 25 + 17?", "And what is 6 * 7?"), task_queue: str = "fault-lab-restart") -> ServerRestartReport:
+    """A chat on an embedded server persisted to `db_file`; the server is stopped and started again (same
+    file, same port) between two turns. The worker runs in this process and is restarted with the server."""
+    from .config import settings
+    from .server import free_port, start_temporal
+    from .session import open_chat, start_chat
+    from .worker import start_worker
+
+    if settings().temporal_address:
+        raise RuntimeError("this experiment restarts the embedded server; unset TEMPORAL_ADDRESS to run it")
+    port = free_port()
+    temporal = await start_temporal(db_file=db_file, ui=False, port=port)
+    worker = await start_worker(temporal.client, task_queue=task_queue)
+    try:
+        chat = await start_chat(temporal.client, task_queue=task_queue)
+        first = await chat.send(questions[0])
+        before = await chat.history()
+    finally:
+        await worker.stop()
+        await temporal.shutdown()
+    started = time.monotonic()
+    temporal = await start_temporal(db_file=db_file, ui=False, port=port)
+    restart_seconds = time.monotonic() - started
+    worker = await start_worker(temporal.client, task_queue=task_queue)
+    try:
+        chat = open_chat(temporal.client, chat.workflow_id)  # only the id survives in our hands
+        after = await chat.history()
+        second = await chat.send(questions[1])
+        turns = (await chat.status()).turns
+    finally:
+        await worker.stop()
+        await temporal.shutdown()
+    return ServerRestartReport(first.text, len(before), len(after), after == before, second.text, turns,
+                               restart_seconds)
