@@ -1,0 +1,335 @@
+"""A chat's event history, as a table to read and as a timeline picture.
+
+Primitive 3 (event-sourced state): the server records every step of a workflow as an event (a message
+accepted, an activity scheduled, started, completed, a reply sent). That list *is* the agent's state: a
+worker rebuilds the conversation by replaying it. This module only reads it.
+
+    from durable_agent.history import history_table, history_timeline
+    await history_table(chat)        # event, time, activity, attempt, result summary
+    await history_timeline(chat)     # activities as bars on a time axis; waits, retries and gaps visible
+
+Both take a `ChatSession`, a workflow handle, or a saved `WorkflowHistory` (e.g. from `to_json()`).
+Temporal writes no event for a failed attempt that will be retried: the `ActivityTaskStarted` event of the
+attempt that finally ran carries its attempt number and the previous failure. So, in the timeline, the
+time between "scheduled" and "started" is the wait: queueing, retry back-off, or a crashed worker.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from temporalio.client import WorkflowHandle, WorkflowHistory
+from temporalio.converter import DataConverter
+from temporalio.service import RPCError, RPCStatusCode
+
+from .session import ChatSession
+
+SUMMARY_CHARS = 70
+GAP_SECONDS = 1.0  # a wait at least this long is labelled in the timeline
+
+
+@dataclass
+class HistoryEvent:
+    """One event of a workflow's history, decoded into plain words."""
+
+    id: int
+    kind: str  # e.g. "ActivityTaskScheduled"
+    time: datetime
+    seconds: float  # since the first event
+    activity: str = ""  # the activity type, e.g. "plan_next_action" (for activity events)
+    attempt: int | None = None  # for ActivityTaskStarted: 1, or more after retries
+    summary: str = ""
+    scheduled_id: int | None = None  # for activity events: the ActivityTaskScheduled event they belong to
+
+    @property
+    def is_workflow_task(self) -> bool:
+        return self.kind.startswith("WorkflowTask")
+
+
+@dataclass
+class HistoryTable:
+    """The events as a table: printed as text, shown as HTML in a notebook."""
+
+    workflow_id: str
+    events: list[HistoryEvent]
+    columns: tuple[str, ...] = ("time", "event", "activity", "attempt", "summary")
+
+    def rows(self) -> list[tuple[str, ...]]:
+        return [(f"{e.seconds:6.2f} s", e.kind, e.activity, "" if e.attempt is None else str(e.attempt), e.summary)
+                for e in self.events]
+
+    def __str__(self) -> str:
+        rows = [self.columns, *self.rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self.columns) - 1)]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
+                         for row in rows).rstrip()
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(cell)}</td>" for cell in row)
+                       + "</tr>" for row in self.rows())
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# --- reading the history ----------------------------------------------------------------------------------
+
+async def fetch_history(chat: ChatSession | WorkflowHandle | WorkflowHistory) -> WorkflowHistory:
+    """The full event history of a chat, from the server (or as given, if already fetched)."""
+    if isinstance(chat, WorkflowHistory):
+        return chat
+    if isinstance(chat, ChatSession):
+        chat = chat.handle
+    if not isinstance(chat, WorkflowHandle):
+        raise TypeError(f"expected a ChatSession, a workflow handle or a WorkflowHistory, not {type(chat).__name__}")
+    try:
+        return await chat.fetch_history()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ValueError(f"there is no workflow {chat.id!r} on this server") from None
+        raise
+
+
+def decode_events(history: WorkflowHistory) -> list[HistoryEvent]:
+    """Every event of a history, with its payloads decoded and summarised."""
+    events: list[HistoryEvent] = []
+    activities: dict[int, str] = {}  # scheduled event id -> activity type
+    start = history.events[0].event_time.ToDatetime() if history.events else None
+    for raw in history.events:
+        attribute = raw.WhichOneof("attributes") or ""
+        kind = "".join(word.title() for word in attribute.removesuffix("_event_attributes").split("_"))
+        time = raw.event_time.ToDatetime()
+        event = HistoryEvent(raw.event_id, kind, time, (time - start).total_seconds())
+        details = getattr(raw, attribute) if attribute else None
+        if kind == "ActivityTaskScheduled":
+            activities[raw.event_id] = details.activity_type.name
+            event.scheduled_id = raw.event_id
+        elif kind.startswith("ActivityTask") and hasattr(details, "scheduled_event_id"):
+            event.scheduled_id = details.scheduled_event_id
+        if event.scheduled_id is not None:
+            event.activity = activities.get(event.scheduled_id, "")
+        if kind == "ActivityTaskStarted":
+            event.attempt = details.attempt
+        event.summary = _shorten(_summary(kind, details, event.activity))
+        events.append(event)
+    return events
+
+
+async def history_events(chat: ChatSession | WorkflowHandle | WorkflowHistory) -> list[HistoryEvent]:
+    return decode_events(await fetch_history(chat))
+
+
+async def history_table(chat: ChatSession | WorkflowHandle | WorkflowHistory, *,
+                        workflow_tasks: bool = False) -> HistoryTable:
+    """The history as a table. Workflow-task events (the worker picking up the workflow's code) are left
+    out unless `workflow_tasks=True`: there are many, and their number depends on timing."""
+    history = await fetch_history(chat)
+    events = [e for e in decode_events(history) if workflow_tasks or not e.is_workflow_task]
+    return HistoryTable(history.workflow_id, events)
+
+
+def _values(payloads: Any) -> list[Any]:
+    try:
+        return DataConverter.default.payload_converter.from_payloads(list(payloads.payloads))
+    except Exception:
+        return ["<undecodable payload>"]
+
+
+def _call(name: str, arguments: dict[str, Any]) -> str:
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+
+
+def _summary(kind: str, d: Any, activity: str) -> str:
+    if kind == "WorkflowExecutionStarted":
+        return f"chat started on task queue {d.task_queue.name!r}"
+    if kind == "WorkflowExecutionUpdateAccepted":
+        args = _values(d.accepted_request.input.args)
+        text = args[0].get("text", "") if args and isinstance(args[0], dict) else ""
+        return f"{d.accepted_request.input.name}: {text!r}"
+    if kind == "WorkflowExecutionUpdateCompleted":
+        if d.outcome.HasField("failure"):
+            return f"refused: {d.outcome.failure.message}"
+        reply = (_values(d.outcome.success) or [{}])[0]
+        return f"reply: {reply.get('text', '')!r}" if isinstance(reply, dict) else "reply"
+    if kind == "WorkflowExecutionSignaled":
+        return f"signal {d.signal_name}"
+    if kind == "WorkflowExecutionCompleted":
+        transcript = (_values(d.result) or [{}])[0]
+        if isinstance(transcript, dict):
+            return f"transcript: {len(transcript.get('messages', []))} messages, {transcript.get('turns', 0)} turn(s)"
+        return "completed"
+    if kind == "ActivityTaskScheduled":
+        payload = (_values(d.input) or [{}])[0]
+        if activity == "execute_tool" and isinstance(payload, dict):
+            call = payload.get("call", {})
+            return _call(call.get("name", "?"), call.get("arguments", {}))
+        if isinstance(payload, dict) and "messages" in payload:
+            count = len(payload["messages"])
+            return f"{count} message{'s' if count != 1 else ''} to the model"
+        return ""
+    if kind == "ActivityTaskStarted":
+        return f"retry after: {d.last_failure.message}" if d.attempt > 1 and d.last_failure.message else ""
+    if kind == "ActivityTaskCompleted":
+        result = (_values(d.result) or [{}])[0]
+        if not isinstance(result, dict):
+            return str(result)
+        if "output" in result:  # a ToolResult
+            return result["output"]
+        calls = result.get("tool_calls") or []
+        if calls:
+            return "tool calls: " + ", ".join(_call(c.get("name", "?"), c.get("arguments", {})) for c in calls)
+        return f"answer: {result.get('answer', '')!r}"
+    if kind in ("ActivityTaskFailed", "ActivityTaskTimedOut", "WorkflowTaskFailed", "WorkflowExecutionFailed"):
+        return d.failure.message if d.HasField("failure") else ""
+    if kind == "WorkflowTaskTimedOut":
+        return "the worker did not finish the workflow task in time"
+    return ""
+
+
+def _shorten(text: str) -> str:
+    text = re.sub(r"\s+", " ", text)
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
+
+
+# --- the timeline picture ---------------------------------------------------------------------------------
+
+@dataclass
+class Bar:
+    """One activity on the timeline: waiting from `scheduled` to `started`, running until `closed`."""
+
+    label: str
+    scheduled: float
+    started: float | None = None
+    closed: float | None = None
+    outcome: str = "running"  # "completed", "failed", "timed out", "running"
+    attempt: int = 1
+
+
+def timeline_bars(events: list[HistoryEvent]) -> list[Bar]:
+    """The activities of a history, one bar each, in the order they were scheduled."""
+    bars: dict[int, Bar] = {}
+    outcomes = {"ActivityTaskCompleted": "completed", "ActivityTaskFailed": "failed",
+                "ActivityTaskTimedOut": "timed out", "ActivityTaskCanceled": "canceled"}
+    for e in events:
+        if e.kind == "ActivityTaskScheduled":
+            name = e.summary.split("(")[0] if e.activity == "execute_tool" and e.summary else e.activity
+            bars[e.id] = Bar(name, e.seconds)
+        elif e.scheduled_id in bars:
+            bar = bars[e.scheduled_id]
+            if e.kind == "ActivityTaskStarted":
+                bar.started, bar.attempt = e.seconds, e.attempt or 1
+            elif e.kind in outcomes:
+                bar.closed, bar.outcome = e.seconds, outcomes[e.kind]
+    return list(bars.values())
+
+
+def workflow_task_spans(events: list[HistoryEvent]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """When the workflow's code waited for a worker, and when a worker ran it: (waits, runs).
+
+    A wait that outlives a dead worker's task (WorkflowTaskTimedOut, then scheduled again) is one wait."""
+    waits: list[tuple[float, float]] = []
+    runs: list[tuple[float, float]] = []
+    waiting_since: float | None = None
+    running_since: float | None = None
+    for e in events:
+        if e.kind == "WorkflowTaskScheduled" and waiting_since is None:
+            waiting_since = e.seconds
+        elif e.kind == "WorkflowTaskStarted":
+            if waiting_since is not None:
+                waits.append((waiting_since, e.seconds))
+            waiting_since, running_since = None, e.seconds
+        elif e.kind in ("WorkflowTaskCompleted", "WorkflowTaskFailed", "WorkflowTaskTimedOut") and running_since is not None:
+            runs.append((running_since, e.seconds))
+            running_since = None
+    return waits, runs
+
+
+@dataclass
+class Timeline:
+    """A matplotlib figure of the history (`.figure`); a notebook shows it as a PNG."""
+
+    workflow_id: str
+    bars: list[Bar]
+    figure: Any
+
+    def save(self, path: str) -> None:
+        self.figure.savefig(path, dpi=110, bbox_inches="tight")
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        retried = sum(1 for b in self.bars if b.attempt > 1)
+        return f"Timeline of {self.workflow_id}: {len(self.bars)} activities, {retried} retried"
+
+
+COLOURS = {"completed": "#2da44e", "failed": "#cf222e", "timed out": "#d4a72c", "canceled": "#8c959f",
+           "running": "#0969da"}
+
+
+def timeline_figure(events: list[HistoryEvent], title: str = "") -> Any:
+    """Draw the activities as bars on a time axis; messages and replies as vertical lines."""
+    from matplotlib.figure import Figure  # no pyplot: nothing global, nothing shown twice
+
+    bars = timeline_bars(events)
+    end = max((e.seconds for e in events), default=0.0)
+    figure = Figure(figsize=(9, 1.4 + 0.38 * (len(bars) + 1)))
+    ax = figure.add_subplot()
+    waits, runs = workflow_task_spans(events)  # row 0: the workflow's own code, run by a worker
+    ax.broken_barh([(a, max(b - a, end * 0.002)) for a, b in waits], (-0.25, 0.5), facecolors="#eaeef2",
+                   edgecolors="#8c959f", hatch="//")
+    ax.broken_barh([(a, max(b - a, end * 0.002)) for a, b in runs], (-0.25, 0.5), facecolors="#8250df")
+    for a, b in waits:
+        if b - a >= GAP_SECONDS:
+            ax.text((a + b) / 2, 0, f"waited {b - a:.1f} s for a worker", ha="center", va="center", fontsize=8,
+                    color="#cf222e", bbox=dict(facecolor="white", edgecolor="none", pad=1))
+    for row, bar in enumerate(bars, start=1):
+        started = bar.started if bar.started is not None else (bar.closed if bar.closed is not None else end)
+        wait = started - bar.scheduled
+        ax.barh(row, max(wait, end * 0.002), left=bar.scheduled, height=0.5, color="#eaeef2",
+                edgecolor="#8c959f", hatch="//" if bar.attempt > 1 or wait >= GAP_SECONDS else None)
+        if bar.started is not None:
+            closed = bar.closed if bar.closed is not None else end
+            ax.barh(row, max(closed - bar.started, end * 0.004), left=bar.started, height=0.5,
+                    color=COLOURS[bar.outcome])
+        notes = []
+        if bar.attempt > 1:
+            notes.append(f"attempt {bar.attempt}")
+        if wait >= GAP_SECONDS:
+            notes.append(f"waited {wait:.1f} s")
+        if bar.outcome not in ("completed", "running"):
+            notes.append(bar.outcome)
+        if notes:
+            ax.annotate(", ".join(notes), (bar.closed if bar.closed is not None else started, row), xytext=(6, 0), textcoords="offset points",
+                        va="center", fontsize=8, color="#cf222e")
+    for e in events:
+        if e.kind == "WorkflowExecutionUpdateAccepted":
+            ax.axvline(e.seconds, color="#1f6feb", linestyle=":", linewidth=1)
+        elif e.kind in ("WorkflowExecutionUpdateCompleted", "WorkflowExecutionSignaled"):
+            ax.axvline(e.seconds, color="#2da44e", linestyle=":", linewidth=1)
+    ax.set_yticks(range(len(bars) + 1), ["workflow code"] + [f"{i + 1}. {b.label}" for i, b in enumerate(bars)],
+                  fontsize=8)
+    ax.set_ylim(len(bars) + 0.5, -0.7)
+    ax.set_xlim(0, max(end * 1.15, 0.1))
+    ax.set_xlabel("seconds since the chat started (blue dotted: message received, green: reply or signal)",
+                  fontsize=8)
+    legend = "grey = waiting (for a worker, retry back-off, a crash), colour = running"
+    ax.set_title(f"{title}: {legend}" if title else legend, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+async def history_timeline(chat: ChatSession | WorkflowHandle | WorkflowHistory) -> Timeline:
+    """The history as a timeline picture (see `timeline_figure`)."""
+    history = await fetch_history(chat)
+    events = decode_events(history)
+    return Timeline(history.workflow_id, timeline_bars(events), timeline_figure(events, f"Chat {history.workflow_id}"))

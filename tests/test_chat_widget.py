@@ -1,0 +1,209 @@
+"""The chat box's logic, driven through its widgets (no browser), against the real embedded server.
+
+A test types into `box.text`, clicks `box.send_button` (its real click handlers run), then awaits the
+background task. The slow model of the status test is the local OpenAI-protocol server with a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RetryConfig
+
+from durable_agent.activities import AgentActivities
+from durable_agent.chat import ChatBox, chat_box
+from durable_agent.llm import LLMConfig
+from durable_agent.server import Temporal, start_temporal
+from durable_agent.session import start_chat
+from durable_agent.worker import start_worker
+from durable_agent.workflow import MAX_MESSAGE_CHARS
+from fake_openai import FakeOpenAI, completion, error, tool_call
+
+TURN_42 = [("user", "What is 25 + 17?"), ("tool", "→ calculator(expression='25 + 17')"), ("tool", "← 42"),
+           ("agent", "25 + 17 = 42.")]
+
+
+def kinds(box: ChatBox) -> list[str]:
+    return [kind for kind, _ in box.entries]
+
+
+async def type_and_send(box: ChatBox, text: str) -> None:
+    box.text.value = text
+    box.send_button.click()  # runs the button's real on_click handlers
+    await box.wait()
+
+
+async def test_send_shows_the_turn_as_temporal_recorded_it(temporal, chat):
+    with_ui = Temporal(temporal.client, temporal.address, temporal.namespace, ui_url="http://127.0.0.1:8233")
+    box = await chat_box(chat, with_ui)
+    assert box.entries == [] and "idle" in box.status.value
+    assert f'href="http://127.0.0.1:8233/namespaces/default/workflows/{chat.workflow_id}"' in box.header.value
+
+    box.text.value = "What is 25 + 17?"
+    box.send_button.click()
+    # The click returned before the agent answered: the message is sent by a background task.
+    assert box.text.value == "" and "agent" not in kinds(box)
+    await box.wait()
+    assert box.entries == TURN_42
+    assert "idle" in box.status.value and not box.text.disabled
+    bubbles = box.messages.children
+    assert len(bubbles) == 4 and "durable-chat-user" in bubbles[0]._dom_classes
+    assert "25 + 17 = 42." in bubbles[-1].value and "durable-chat-agent" in bubbles[-1]._dom_classes
+    assert repr(box) == f"ChatBox(workflow {chat.workflow_id})"
+    assert box._repr_mimebundle_()["text/plain"] == repr(box)
+    assert "Agent: 25 + 17 = 42." in box.transcript()
+
+
+async def test_text_is_escaped_and_blank_input_is_not_sent(chat):
+    box = await chat_box(chat)
+    await type_and_send(box, "   ")
+    assert box.entries == []
+    await type_and_send(box, "<script>alert(1)</script> what is 2 + 2?")
+    user_bubble = box.messages.children[0].value
+    assert "<script>" not in user_bubble and "&lt;script&gt;alert(1)&lt;/script&gt;" in user_bubble
+    assert box.entries[-1] == ("agent", "2 + 2 = 4.")
+
+
+async def test_reopening_a_chat_by_id_shows_its_history(temporal, chat):
+    first = await chat_box(chat)
+    await type_and_send(first, "What is 25 + 17?")
+    await chat.send("What's the weather in Seattle?")  # sent by another client: the box did not see it
+    reopened = await chat_box(chat.workflow_id, temporal)
+    assert reopened.entries[:4] == TURN_42
+    assert [k for k, _ in reopened.entries[4:]] == ["user", "tool", "tool", "agent"]
+    assert "Seattle" in reopened.entries[-1][1]
+    assert reopened.entries == (await chat_box(chat.handle)).entries
+
+
+async def test_errors_appear_in_the_chat(temporal, chat):
+    box = await chat_box(chat)
+    await type_and_send(box, "x" * (MAX_MESSAGE_CHARS + 1))
+    assert box.entries[-1] == ("error", f"the message is {MAX_MESSAGE_CHARS + 1} characters long; "
+                                        f"the limit is {MAX_MESSAGE_CHARS}")
+    assert "idle" in box.status.value  # refused before it reached the agent: nothing changed
+    await chat.end()  # ended by someone else
+    await type_and_send(box, "What is 1 + 1?")
+    assert box.entries[-3:-1] == [("user", "What is 1 + 1?"),
+                                  ("error", "the chat has ended (or does not exist); start a new chat")]
+    assert box.entries[-1] == ("info", "This chat has ended. Its history stays in Temporal.")
+    assert "ended" in box.status.value and box.text.disabled and box.send_button.disabled
+    # Reopened later, the ended chat shows its (empty) history and stays closed for input.
+    again = await chat_box(chat.workflow_id, temporal)
+    assert again.entries == [("info", "This chat has ended. Its history stays in Temporal.")]
+    assert again.text.disabled
+
+
+async def test_end_chat_button_completes_the_workflow(chat):
+    box = await chat_box(chat)
+    await type_and_send(box, "What is 6 * 7?")
+    box.end_button.click()
+    await box.wait()
+    assert box.entries[-1] == ("info", "Chat ended after 1 turn(s). Its history stays in Temporal.")
+    assert box.text.disabled and box.end_button.disabled and "ended" in box.status.value
+    assert (await chat.handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_goodbye_ends_the_chat_from_the_agent_side(chat):
+    box = await chat_box(chat)
+    await type_and_send(box, "Goodbye!")
+    assert box.entries[-1] == ("info", "The agent ended the chat.") and box.text.disabled
+
+
+async def test_bad_arguments_get_clear_errors(temporal):
+    with pytest.raises(ValueError, match="the workflow id is empty"):
+        await chat_box("  ", temporal)
+    with pytest.raises(ValueError, match="also give the Temporal server"):
+        await chat_box("chat-12345678")
+    with pytest.raises(TypeError, match="not int"):
+        await chat_box(42)
+    missing = await chat_box("chat-doesnotexist", temporal)
+    assert kinds(missing) == ["error"] and "could not read the chat's history" in missing.entries[0][1]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-widget-0123456789")
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def slow_chat(temporal, task_queue, fake):
+    """A chat whose model is the local OpenAI-protocol server (replies scripted per test)."""
+    activities = AgentActivities(LLMConfig(model="openai/fake-model", api_base=fake.base_url, timeout_seconds=30))
+    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities)
+    yield await start_chat(temporal.client, task_queue=task_queue)
+    await worker.stop()
+
+
+async def test_status_while_a_turn_is_in_flight_and_a_busy_agent(fake, slow_chat):
+    slow_plan = completion(tool_calls=[tool_call("calculator", '{"expression": "25 + 17"}')])
+    slow_plan.delay = 3.0  # the model "thinks" for three seconds
+    fake.replies += [slow_plan, completion("25 + 17 is 42.")]
+    box = await chat_box(slow_chat, poll_seconds=0.05)
+    box.text.value = "What is 25 + 17?"
+    box.send_button.click()
+    seen = set()
+    while "thinking" not in box.status.value:  # the poller shows the workflow's status query
+        assert fake.replies or len(fake.requests) < 2, "the turn finished and the status never said thinking"
+        seen.add(box.status.value)
+        await asyncio.sleep(0.01)
+    # While the agent thinks, a second message is refused by the workflow and shown as an error.
+    await box.send("And 1 + 1?")
+    assert box.entries[-1] == ("error", "the agent is still working on the previous message; "
+                                        "send this one when it has replied")
+    await box.wait()
+    assert box.entries == [("user", "What is 25 + 17?"), ("user", "And 1 + 1?"),
+                           ("error", "the agent is still working on the previous message; "
+                                     "send this one when it has replied"),
+                           ("tool", "→ calculator(expression='25 + 17')"), ("tool", "← 42"),
+                           ("agent", "25 + 17 is 42.")]
+    assert "idle" in box.status.value and not box.text.disabled
+    assert [m.content for m in await slow_chat.history() if m.role == "user"] == ["What is 25 + 17?"]
+
+
+async def test_a_failed_turn_is_shown_as_an_error(fake, slow_chat):
+    fake.replies += [error(401, "invalid api key")]
+    box = await chat_box(slow_chat)
+    await type_and_send(box, "What is 25 + 17?")
+    kind, text = box.entries[-1]
+    assert kind == "error" and text.startswith("The model could not plan the next step")
+    assert "sk-test-widget" not in box.transcript()
+
+
+async def test_server_gone_is_reported_in_the_chat():
+    temporal = await start_temporal(ui=False)
+    worker = await start_worker(temporal.client, task_queue="server-gone")
+    try:
+        # A client of its own that gives up on an unreachable server after about a second (the default
+        # retries for ten), so the test is quick; the box gets the same error either way.
+        client = await Client.connect(temporal.address, retry_config=RetryConfig(max_elapsed_time_millis=1000))
+        session = await start_chat(client, task_queue="server-gone")
+        box = await chat_box(session)
+        await type_and_send(box, "What is 2 + 3?")
+        assert box.entries[-1] == ("agent", "2 + 3 = 5.")
+        await worker.stop()
+    finally:
+        await temporal.shutdown()
+    await type_and_send(box, "What is 3 + 4?")
+    kind, text = box.entries[-1]
+    assert kind == "error" and text.startswith("the Temporal server did not accept the message: "), text
+    assert not box.text.disabled  # nothing is lost: the user can retry once the server is back
+
+
+async def test_a_message_waits_for_a_worker_and_then_gets_its_reply(temporal, task_queue, worker, chat):
+    box = await chat_box(chat)
+    await worker.stop()
+    box.text.value = "What is 6 * 7?"
+    box.send_button.click()
+    await asyncio.sleep(1)  # no worker: no reply can come, however long we wait
+    assert box.entries == [("user", "What is 6 * 7?")] and "waiting for the agent" in box.status.value
+    replacement = await start_worker(temporal.client, task_queue=task_queue)
+    try:
+        await box.wait()
+    finally:
+        await replacement.stop()
+    assert box.entries[-1] == ("agent", "6 * 7 = 42.") and "idle" in box.status.value
