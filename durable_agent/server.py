@@ -42,6 +42,14 @@ def temporal_binary() -> Path:
     )
 
 
+def proxied_ui_path(ui_port: int, env: dict[str, str] | None = None) -> str | None:
+    """Under JupyterHub or Binder (`JUPYTERHUB_SERVICE_PREFIX` is set) the browser cannot reach 127.0.0.1,
+    so the Web UI is served through jupyter-server-proxy at `<prefix>proxy/absolute/<port>`; the UI is told
+    that path (`--ui-public-path`) so its links work there. Elsewhere: None."""
+    prefix = (os.environ if env is None else env).get("JUPYTERHUB_SERVICE_PREFIX")
+    return f"/{prefix.strip('/')}/proxy/absolute/{ui_port}".replace("//", "/") if prefix else None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -127,6 +135,7 @@ async def start_temporal(
     db_file = db_file if db_file is not None else config.temporal_db_file
     port = port or free_port()
     ui_port = (ui_port or free_port()) if ui else None
+    public_path = proxied_ui_path(ui_port) if ui_port else None
     with _quiet_stdio():
         env = await WorkflowEnvironment.start_local(
             namespace=config.temporal_namespace,
@@ -136,8 +145,9 @@ async def start_temporal(
             dev_server_existing_path=str(temporal_binary()),
             dev_server_database_filename=str(db_file) if db_file else None,
             dev_server_log_level="error",
+            dev_server_extra_args=["--ui-public-path", public_path] if public_path else [],
         )
-    ui_url = f"http://127.0.0.1:{ui_port}" if ui else None
+    ui_url = (public_path or f"http://127.0.0.1:{ui_port}") if ui else None
     return Temporal(env.client, f"127.0.0.1:{port}", config.temporal_namespace, ui_url, env)
 
 

@@ -1,0 +1,110 @@
+"""The course notebooks as a whole: their structure, and that running one leaves no process behind.
+
+nbval (in the default test command) re-runs every notebook and compares its outputs; these tests check what
+nbval cannot: the shape every notebook shares (docs/CONTRIBUTING.md), and the processes a notebook leaves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+COURSE = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(work|root|home|tmp|Users|opt|var)/")
+
+
+def cells(path: Path, kind: str) -> list[str]:
+    return ["".join(c.source) for c in nbformat.read(path, as_version=4).cells if c.cell_type == kind]
+
+
+def test_the_course_is_numbered_without_gaps():
+    numbers = [int(p.name[:2]) for p in COURSE]
+    assert numbers[:4] == [0, 1, 2, 3] and 7 in numbers, [p.name for p in COURSE]
+
+
+@pytest.mark.parametrize("path", COURSE, ids=lambda p: p.name)
+def test_goals_recap_and_a_link_to_the_next_notebook(path):
+    markdown = cells(path, "markdown")
+    number = int(path.name[:2])
+    assert markdown and markdown[0].startswith(f"# {number:02d}"), "the first cell is the title, '# NN ...'"
+    assert "goals" in markdown[0].lower(), "the first cell states the learning goals"
+    assert re.search(r"^## Recap", "\n".join(markdown), re.M), "a '## Recap' section"
+    links = set(re.findall(r"\]\(((\d\d)_[\w]+\.ipynb)\)", "\n".join(markdown)))
+    later = [p for p in COURSE if int(p.name[:2]) > number]
+    if later:
+        linked_next = {name for name, n in links if int(n) == number + 1}
+        assert linked_next, f"no link to notebook {number + 1:02d}"
+    for name, _ in links:  # every link to a notebook that exists points at its real name
+        same_number = list(NOTEBOOKS.glob(f"{name[:2]}_*.ipynb"))
+        assert not same_number or (NOTEBOOKS / name) in same_number, f"{name}: the file is {same_number}"
+
+
+@pytest.mark.parametrize("path", COURSE, ids=lambda p: p.name)
+def test_starts_its_own_server_and_stops_it_at_the_end(path):
+    code = cells(path, "code")
+    assert any("await start_lab(" in c for c in code), "a cell starts the lab (embedded server + worker)"
+    assert re.search(r"^await lab\.stop\(\)", code[-1], re.M), "the last cell stops the lab: await lab.stop()"
+
+
+@pytest.mark.parametrize("path", COURSE, ids=lambda p: p.name)
+def test_committed_with_outputs_and_no_paths_of_this_machine(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), "commit notebooks executed, with their outputs"
+    for cell in code:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") + str(output.get("data", {}).get("text/plain", "")) + \
+                "\n".join(output.get("traceback", []))
+            assert not ABSOLUTE_PATH.search(text), f"an absolute path in the output of:\n{''.join(cell.source)}"
+
+
+# --- processes ------------------------------------------------------------------------------------------
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, by its process id, with its command name (Linux /proc)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                found[child] = (Path("/proc") / str(child) / "comm").read_text().strip()
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_notebook_runs_its_own_server_and_leaves_no_process_behind():
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    path = NOTEBOOKS / "00_welcome.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    manager = KernelManager(kernel_name="python3")
+    client = NotebookClient(notebook, km=manager, timeout=120, resources={"metadata": {"path": str(NOTEBOOKS)}})
+    seen_running: set[str] = set()
+    env = {**os.environ, "LLM_MODEL": "", "TEMPORAL_ADDRESS": ""}  # the offline model, an embedded server
+    with client.setup_kernel(cwd=str(NOTEBOOKS), env=env):
+        kernel_pid = manager.provisioner.process.pid
+        for index, cell in enumerate(notebook.cells):
+            client.execute_cell(cell, index)
+            if "start_lab(" in cell.source:
+                seen_running = set(descendants(kernel_pid).values())
+        left = descendants(kernel_pid)
+    assert "temporal" in seen_running, "the notebook started its own Temporal server, in its kernel"
+    assert "temporal" not in left.values(), f"processes left when the notebook ended: {left}"
