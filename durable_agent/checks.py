@@ -1,0 +1,618 @@
+"""Check helpers for the exercises (`exercises/`, `solutions/`): each prints PASS or NOT YET with a hint.
+
+A check runs the learner's code for real, against the lab's Temporal server, on a task queue of its own
+(so it never mixes with the notebook's worker). It never ends in a bare traceback: whatever the learner's
+code raises, or a workflow that never answers, becomes a "NOT YET" line that says what happened and what to
+try. The lines have one fixed shape, which `python -m durable_agent.exercises check FOLDER` reads back:
+
+    PASS     [ex1] convert_units refuses bad input with ToolInputError
+    NOT YET  [ex1] the agent calls convert_units for 'Please convert 10 km to miles.'
+             the agent answered without calling convert_units: "Sorry, I didn't understand that. ..."
+             hint: give teach_offline_model a trigger whose named groups are value, from_unit and to_unit
+
+Learner modules (workflow code must live in a module, not in a cell) are written with `%%writefile
+my_code/NAME.py` after `prepare_workspace()`, and imported with `load_module("NAME")`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import re
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Awaitable, Callable
+
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, ApplicationErrorCategory
+
+with workflow.unsafe.imports_passed_through():
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+    from temporalio.service import RPCError
+    from temporalio.worker import Replayer, Worker
+
+    from .activities import ChatMessage
+    from .session import ChatSession
+    from .tools import TOOLS, ToolInputError
+    from .workflow import AgentReply, ChatInput, DurableAgentWorkflow, Transcript
+
+WORKSPACE = "my_code"
+CHECK_TIMEOUT = 60.0  # seconds a check waits for one answer before reporting "not yet"
+RESULT_LINE = re.compile(r"^(PASS|NOT YET) +\[(ex\d+)\] (.*)$")
+
+
+@dataclass
+class CheckResult:
+    exercise: str
+    title: str
+    passed: bool
+    problem: str = ""
+    hint: str = ""
+
+    def report(self) -> str:
+        if self.passed:
+            return f"PASS     [{self.exercise}] {self.title}"
+        lines = [f"NOT YET  [{self.exercise}] {self.title}", f"         {self.problem}"]
+        if self.hint:
+            lines.append(f"         hint: {self.hint}")
+        return "\n".join(lines)
+
+
+RESULTS: list[CheckResult] = []  # every check run in this process, in order
+
+
+class NotYet(Exception):
+    """Raised inside a check: the learner's code ran, and did not do what the exercise asks."""
+
+
+async def criterion(exercise: str, title: str, hint: str, test: Callable[[], Awaitable[None]]) -> CheckResult:
+    """Run one criterion: `test()` returns when it is met, or raises NotYet (or anything else) when not."""
+    try:
+        await asyncio.wait_for(test(), CHECK_TIMEOUT)
+        result = CheckResult(exercise, title, True)
+    except NotYet as err:
+        result = CheckResult(exercise, title, False, str(err), hint)
+    except asyncio.TimeoutError:
+        result = CheckResult(exercise, title, False, f"no answer within {CHECK_TIMEOUT:.0f} s", hint)
+    except Exception as err:  # the learner's code raised: say what, in one line
+        result = CheckResult(exercise, title, False, f"your code raised {describe_error(err)}", hint)
+    RESULTS.append(result)
+    print(result.report(), flush=True)
+    return result
+
+
+def describe_error(err: BaseException) -> str:
+    if isinstance(err, ApplicationError):
+        return f"{err.type or type(err).__name__}: {err.message}"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+# --- the learner's modules ---------------------------------------------------------------------------------
+
+
+def prepare_workspace(folder: str = WORKSPACE) -> None:
+    """Create the folder `%%writefile` writes learner modules into, and make its modules importable.
+
+    Bytecode caching is switched off: a module rewritten within the same second must never be served stale.
+    """
+    path = Path(folder)
+    path.mkdir(exist_ok=True)
+    sys.dont_write_bytecode = True
+    if str(path.resolve()) not in sys.path:
+        sys.path.insert(0, str(path.resolve()))
+    importlib.invalidate_caches()
+
+
+def load_module(name: str) -> ModuleType:
+    """Import (or re-import, after a `%%writefile`) a learner module from the workspace."""
+    importlib.invalidate_caches()
+    if name in sys.modules:
+        return importlib.reload(sys.modules[name])
+    return importlib.import_module(name)
+
+
+# --- shared plumbing ----------------------------------------------------------------------------------------
+
+
+def _queue() -> str:
+    return f"check-{uuid.uuid4().hex[:8]}"
+
+
+async def _with_worker(client: Client, workflows: list[type], body: Callable[[str], Awaitable[None]]) -> None:
+    """Run `body(task_queue)` while a worker for `workflows` (and the agent's activities) polls that queue."""
+    from .worker import create_worker
+
+    queue = _queue()
+    worker = create_worker(client, task_queue=queue, workflows=workflows)
+    async with worker:
+        await body(queue)
+
+
+async def _events(handle: WorkflowHandle) -> list[Any]:
+    return list((await handle.fetch_history()).events)
+
+
+def _scheduled_activities(events: list[Any]) -> list[tuple[str, bytes]]:
+    """(activity type, raw input) of every activity the workflow scheduled, in order."""
+    found = []
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            found.append((attrs.activity_type.name, b"".join(p.data for p in attrs.input.payloads)))
+    return found
+
+
+async def _task_failure(handle: WorkflowHandle) -> str | None:
+    """The last workflow-task failure (a bug in workflow code makes the task fail and retry), if any."""
+    message = None
+    for event in await _events(handle):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            message = event.workflow_task_failed_event_attributes.failure.message
+    return message.splitlines()[0] if message else None
+
+
+async def _send(chat: ChatSession, text: str, seconds: float = 30.0) -> AgentReply:
+    """Send a message; if no reply comes, say why (usually a failing workflow task)."""
+    task = asyncio.ensure_future(chat.send(text))
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        failure = await _task_failure(chat.handle)
+        raise NotYet(f"no reply to {text!r}" + (f": the workflow task fails with {failure}" if failure else ""))
+    return task.result()
+
+
+async def _result(handle: WorkflowHandle, seconds: float = 20.0) -> Any:
+    try:
+        return await asyncio.wait_for(handle.result(), seconds)
+    except asyncio.TimeoutError:
+        raise NotYet("the workflow is still running") from None
+
+
+async def replay(history: Any, workflow_class: type) -> str | None:
+    """Replay a recorded history with `workflow_class`; None if it replays cleanly, else the error."""
+    from .server import _quiet_stdio  # the SDK's core also logs the failure to stderr, with ids and times
+
+    try:
+        with _quiet_stdio():
+            await Replayer(workflows=[workflow_class]).replay_workflow(history)
+    except Exception as err:
+        text = str(err)
+        inner = re.search(r'message: "([^"]+)"', text)  # the readable part of a core "Failure { ... }"
+        return f"{type(err).__name__}: {inner.group(1)}" if inner else describe_error(err)
+    return None
+
+
+async def show_replay(history: Any, workflow_class: type) -> None:
+    """Print whether `workflow_class` can take over a chat recorded in `history`."""
+    error = await replay(history, workflow_class)
+    print("replay OK" if error is None else f"replay FAILED: {error}")
+
+
+# --- exercise 1: a new tool ---------------------------------------------------------------------------------
+
+
+def _number(text: str) -> float:
+    match = re.search(r"-?\d+(\.\d+)?", text)
+    if not match:
+        raise NotYet(f"the result {text!r} contains no number")
+    return float(match.group())
+
+
+async def check_new_tool(lab: Any, name: str = "convert_units") -> None:
+    """Exercise 1: the tool converts correctly, refuses bad input clearly, and the agent calls it."""
+
+    async def converts() -> None:
+        if name not in TOOLS:
+            raise NotYet(f"no tool named {name!r} is registered (tools: {', '.join(sorted(TOOLS))})")
+        fn = TOOLS[name].fn
+        for args, expected in ((("10", "km", "miles"), 6.2137), (("100", "celsius", "fahrenheit"), 212.0),
+                               (("5", "kg", "lb"), 11.0231), (("2", "miles", "km"), 3.21869)):
+            got = fn(*args)
+            if not isinstance(got, str):
+                raise NotYet(f"{name}{args} returned a {type(got).__name__}; a tool returns a str")
+            if abs(_number(got) - expected) > 0.01:
+                raise NotYet(f"{name}{args} returned {got!r}; expected about {expected:g}")
+
+    async def refuses() -> None:
+        fn = TOOLS[name].fn if name in TOOLS else None
+        if fn is None:
+            raise NotYet(f"no tool named {name!r} is registered")
+        for args in (("ten", "km", "miles"), ("5", "parsecs", "km"), ("5", "km", "kg")):
+            try:
+                got = fn(*args)
+            except ToolInputError:
+                continue
+            raise NotYet(f"{name}{args} returned {got!r} instead of raising ToolInputError")
+
+    async def agent_uses_it() -> None:
+        async def body(queue: str) -> None:
+            handle = await lab.client.start_workflow("DurableAgentWorkflow", ChatInput(), id=f"check-{uuid.uuid4()}",
+                                                     task_queue=queue)
+            chat = ChatSession(handle)
+            reply = await _send(chat, "Please convert 10 km to miles.")
+            if name not in reply.tools_used:
+                raise NotYet(f"the agent answered without calling {name}: {reply.text[:80]!r}")
+            if "6.21" not in reply.text:
+                raise NotYet(f"the agent called {name} but its answer does not say 6.21...: {reply.text!r}")
+            await chat.end()
+
+        await _with_worker(lab.client, [DurableAgentWorkflow], body)
+
+    await criterion("ex1", f"{name} converts km/miles, kg/lb and celsius/fahrenheit",
+                    "parse the value with float(), convert to a base unit, then to the target unit", converts)
+    await criterion("ex1", f"{name} refuses bad input with ToolInputError",
+                    "raise ToolInputError('...') for a value that is not a number or an unknown unit pair",
+                    refuses)
+    await criterion("ex1", f"the agent calls {name} for 'Please convert 10 km to miles.'",
+                    "give teach_offline_model a trigger whose named groups are value, from_unit and to_unit",
+                    agent_uses_it)
+
+
+# --- exercise 2: a retry policy for a flaky model API ------------------------------------------------------
+
+TIME_BUDGET = timedelta(seconds=5)
+
+
+@dataclass
+class RetrySpec:
+    """An activity's timeouts and retry policy, in seconds, so it can travel as workflow input."""
+
+    start_to_close: float | None
+    schedule_to_close: float | None
+    initial_interval: float
+    backoff_coefficient: float
+    maximum_interval: float | None
+    maximum_attempts: int
+    non_retryable_error_types: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "RetrySpec":
+        allowed = {"start_to_close_timeout", "schedule_to_close_timeout", "retry_policy", "heartbeat_timeout"}
+        unknown = set(options) - allowed
+        if unknown:
+            raise NotYet(f"unknown option(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(allowed))}")
+        policy = options.get("retry_policy") or RetryPolicy()
+        if not isinstance(policy, RetryPolicy):
+            raise NotYet(f"retry_policy is a {type(policy).__name__}, not a temporalio.common.RetryPolicy")
+
+        def seconds(value: Any) -> float | None:
+            return value.total_seconds() if isinstance(value, timedelta) else None
+
+        return cls(seconds(options.get("start_to_close_timeout")), seconds(options.get("schedule_to_close_timeout")),
+                   policy.initial_interval.total_seconds(), policy.backoff_coefficient,
+                   seconds(policy.maximum_interval), policy.maximum_attempts,
+                   list(policy.non_retryable_error_types or []))
+
+    def options(self) -> dict[str, Any]:
+        def delta(value: float | None) -> timedelta | None:
+            return timedelta(seconds=value) if value is not None else None
+
+        return dict(
+            start_to_close_timeout=delta(self.start_to_close),
+            schedule_to_close_timeout=delta(self.schedule_to_close),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=self.initial_interval),
+                backoff_coefficient=self.backoff_coefficient,
+                maximum_interval=delta(self.maximum_interval),
+                maximum_attempts=self.maximum_attempts,
+                non_retryable_error_types=self.non_retryable_error_types,
+            ),
+        )
+
+
+@dataclass
+class FlakyCall:
+    failures: int  # the first `failures` attempts fail
+    error_type: str  # as a LiteLLM error would be named, e.g. "ServiceUnavailableError"
+    spec: RetrySpec
+
+
+@dataclass
+class FlakyOutcome:
+    answered: bool
+    attempts: int
+    error: str = ""
+
+
+@activity.defn
+async def flaky_model_call(call: FlakyCall) -> int:
+    """A stand-in for the model API: fails its first `call.failures` attempts, then answers."""
+    attempt = activity.info().attempt
+    if attempt <= call.failures:
+        raise ApplicationError(f"simulated {call.error_type} on attempt {attempt}", attempt, type=call.error_type,
+                               category=ApplicationErrorCategory.BENIGN)  # expected: no warning in the log
+    return attempt
+
+
+@workflow.defn
+class FlakyModelWorkflow:
+    """Calls the flaky model with the learner's timeouts and retry policy, and reports what happened."""
+
+    @workflow.run
+    async def run(self, call: FlakyCall) -> FlakyOutcome:
+        try:
+            attempts = await workflow.execute_activity(flaky_model_call, call, **call.spec.options())
+            return FlakyOutcome(True, attempts)
+        except ActivityError as err:
+            cause = err.cause
+            attempts = int(cause.details[0]) if isinstance(cause, ApplicationError) and cause.details else 0
+            return FlakyOutcome(False, attempts, describe_error(cause or err))
+
+
+async def check_retry_policy(lab: Any, options: dict[str, Any]) -> None:
+    """Exercise 2: the options survive a flaky API within the time budget and give up on a rejected key."""
+    budget = TIME_BUDGET.total_seconds()
+
+    async def run_flaky(failures: int, error_type: str) -> FlakyOutcome:
+        spec = RetrySpec.from_options(options)
+        if spec.start_to_close is None and spec.schedule_to_close is None:
+            raise NotYet("the options have no timeout at all; Temporal needs start_to_close_timeout")
+        queue = _queue()
+        async with Worker(lab.client, task_queue=queue, workflows=[FlakyModelWorkflow],
+                          activities=[flaky_model_call]):
+            try:
+                return await lab.client.execute_workflow(
+                    FlakyModelWorkflow.run, FlakyCall(failures, error_type, spec), id=f"check-{uuid.uuid4()}",
+                    task_queue=queue, execution_timeout=timedelta(seconds=20))
+            except WorkflowFailureError:
+                raise NotYet("the call was still being retried after 20 s") from None
+
+    async def has_budget() -> None:
+        spec = RetrySpec.from_options(options)
+        if spec.schedule_to_close is None:
+            raise NotYet("there is no schedule_to_close_timeout: with the API down for good, the turn would "
+                         "retry for ever instead of telling the user")
+        if spec.schedule_to_close > budget:
+            raise NotYet(f"schedule_to_close_timeout is {spec.schedule_to_close:g} s; the budget is {budget:g} s")
+
+    async def survives() -> None:
+        outcome = await run_flaky(3, "ServiceUnavailableError")
+        if not outcome.answered:
+            raise NotYet(f"the call gave up ({outcome.error}) before the API came back on attempt 4")
+
+    async def fails_fast() -> None:
+        outcome = await run_flaky(1000, "AuthenticationError")
+        if outcome.answered:
+            raise NotYet("the simulated AuthenticationError was never raised")
+        if outcome.attempts != 1:
+            raise NotYet(f"a rejected API key was tried {outcome.attempts or 'several'} times; retrying "
+                         "cannot fix it")
+
+    await criterion("ex2", f"the call has a time budget of at most {budget:g} s",
+                    "set schedule_to_close_timeout: the total time for all attempts", has_budget)
+    await criterion("ex2", "a flaky API (3 failures, then an answer) is survived within the budget",
+                    "retry soon and often enough: a smaller initial_interval, and no low maximum_attempts",
+                    survives)
+    await criterion("ex2", "a rejected API key (AuthenticationError) fails at once, not after retries",
+                    "list it in RetryPolicy(non_retryable_error_types=[...])", fails_fast)
+
+
+# --- exercise 3: ending the chat ---------------------------------------------------------------------------
+
+
+async def _start_chat(lab: Any, workflow_class: type, queue: str, input: Any = None) -> ChatSession:
+    handle = await lab.client.start_workflow(workflow_class.run, input if input is not None else ChatInput(),
+                                             id=f"check-{uuid.uuid4()}", task_queue=queue)
+    return ChatSession(handle)
+
+
+async def check_chat_ending(lab: Any, workflow_class: type, max_turns: int = 3, keyword: str = "stop") -> None:
+    """Exercise 3: the chat ends after `max_turns` turns or on `keyword`, and replays deterministically."""
+    histories: list[Any] = []
+
+    async def after_turns() -> None:
+        async def body(queue: str) -> None:
+            chat = await _start_chat(lab, workflow_class, queue)
+            for turn in range(1, max_turns + 1):
+                reply = await _send(chat, f"What is {turn} + {turn}?")
+                if reply.chat_ended and turn < max_turns:
+                    raise NotYet(f"the chat ended after {turn} turn(s), before {max_turns}")
+            if not reply.chat_ended:
+                raise NotYet(f"after {max_turns} turns the reply's chat_ended is still False")
+            transcript: Transcript = await _result(chat.handle)
+            if transcript.turns != max_turns:
+                raise NotYet(f"the transcript counts {transcript.turns} turns, not {max_turns}")
+            histories.append(await chat.handle.fetch_history())
+
+        await _with_worker(lab.client, [workflow_class], body)
+
+    async def on_keyword() -> None:
+        async def body(queue: str) -> None:
+            chat = await _start_chat(lab, workflow_class, queue)
+            await _send(chat, "What is 2 + 2?")
+            reply = await _send(chat, f"Please {keyword} now")
+            if not reply.chat_ended:
+                raise NotYet(f"the reply to 'Please {keyword} now' did not end the chat")
+            await _result(chat.handle)
+            histories.append(await chat.handle.fetch_history())
+
+        await _with_worker(lab.client, [workflow_class], body)
+
+    async def replays() -> None:
+        if not histories:
+            raise NotYet("no finished chat to replay yet (the checks above must pass first)")
+        for history in histories:
+            error = await replay(history, workflow_class)
+            if error:
+                raise NotYet(f"replaying a finished chat fails: {error}")
+
+    await criterion("ex3", f"the chat ends by itself after {max_turns} turns",
+                    "after super()._turn(...), compare the turn count with MAX_TURNS; set self._ended and "
+                    "reply.chat_ended", after_turns)
+    await criterion("ex3", f"a message containing the word {keyword!r} ends the chat",
+                    "look at the message text, which is part of the history (never at the clock)", on_keyword)
+    await criterion("ex3", "the ending is deterministic: finished chats replay cleanly",
+                    "decide only from the workflow's own state (turns, messages); no time, random or I/O",
+                    replays)
+
+
+# --- exercise 4: a determinism bug -------------------------------------------------------------------------
+
+
+async def check_safe_upgrade(lab: Any, old_history: Any, workflow_class: type, step: bytes = b"moderate") -> None:
+    """Exercise 4: chats recorded on the old code replay with the new code, and new chats get the new step."""
+    new_histories: list[Any] = []
+
+    async def old_chats_replay() -> None:
+        error = await replay(old_history, workflow_class)
+        if error:
+            raise NotYet(f"a chat recorded before the upgrade no longer replays: {error}")
+
+    async def new_chats_get_step() -> None:
+        async def body(queue: str) -> None:
+            handle = await lab.client.start_workflow("DurableAgentWorkflow", ChatInput(),
+                                                     id=f"check-{uuid.uuid4()}", task_queue=queue)
+            chat = ChatSession(handle)
+            await _send(chat, "What is 2 + 2?")
+            activities = _scheduled_activities(await _events(handle))
+            await chat.end()
+            new_histories.append(await handle.fetch_history())
+            if not activities or step not in activities[0][1]:
+                raise NotYet(f"a new chat's first activity is {activities[0][0] if activities else 'none'}, "
+                             f"not the {step.decode()} step: keep the new step for new chats")
+
+        await _with_worker(lab.client, [workflow_class], body)
+
+    async def new_chats_replay() -> None:
+        if not new_histories:
+            raise NotYet("no new chat to replay yet (the check above must run first)")
+        error = await replay(new_histories[0], workflow_class)
+        if error:
+            raise NotYet(f"a new chat does not replay: {error}")
+
+    await criterion("ex4", "a chat recorded on the old code replays on the new code",
+                    "guard the new step with workflow.patched('some-id'): old histories skip it", old_chats_replay)
+    await criterion("ex4", f"new chats run the {step.decode()} step first",
+                    "do not delete the new step: wrap it in `if workflow.patched(...):`", new_chats_get_step)
+    await criterion("ex4", "new chats replay cleanly too",
+                    "the patch id must be the same string every time", new_chats_replay)
+
+
+# --- exercise 5: human approval ----------------------------------------------------------------------------
+
+
+async def _first_task_done(handle: WorkflowHandle) -> list[Any]:
+    """Wait until the workflow has finished its first workflow task (it has decided what to do first)."""
+    while True:
+        events = await _events(handle)
+        if any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in events):
+            return events
+        failure = await _task_failure(handle)
+        if failure:
+            raise NotYet(f"the workflow task fails: {failure}")
+        await asyncio.sleep(0.05)
+
+
+async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_file") -> None:
+    """Exercise 5: the dangerous tool waits for an `approve` signal; yes runs it, no and silence do not."""
+
+    async def start(queue: str, timeout_seconds: float = 60.0) -> WorkflowHandle:
+        request = module.ToolRequest(tool_name, {"path": "/tmp/report.txt"}, timeout_seconds)
+        return await lab.client.start_workflow(module.GuardedToolWorkflow.run, request, id=f"check-{uuid.uuid4()}",
+                                               task_queue=queue)
+
+    def tool_ran(events: list[Any]) -> bool:
+        return any(kind == "execute_tool" for kind, _ in _scheduled_activities(events))
+
+    async def decide(handle: WorkflowHandle, approved: bool) -> None:
+        try:
+            await handle.signal("approve", module.Approval(approved, "teacher"))
+        except RPCError:
+            pass  # the workflow finished without waiting for anyone: its outcome below says what it did
+
+    async def waits() -> None:
+        async def body(queue: str) -> None:
+            handle = await start(queue)
+            events = await _first_task_done(handle)
+            if tool_ran(events):
+                raise NotYet(f"{tool_name} was scheduled before anyone approved it")
+            await decide(handle, True)
+            outcome = await _result(handle)
+            if not outcome.ran or "deleted" not in outcome.output:
+                raise NotYet(f"after approval the tool did not run: {outcome}")
+
+        await _with_worker(lab.client, [module.GuardedToolWorkflow], body)
+
+    async def rejected() -> None:
+        async def body(queue: str) -> None:
+            handle = await start(queue)
+            await _first_task_done(handle)
+            await decide(handle, False)
+            outcome = await _result(handle)
+            if outcome.ran or tool_ran(await _events(handle)):
+                raise NotYet("the tool ran although the reviewer said no")
+            if "teacher" not in outcome.output:
+                raise NotYet(f"the outcome does not say who rejected it: {outcome.output!r}")
+
+        await _with_worker(lab.client, [module.GuardedToolWorkflow], body)
+
+    async def silence() -> None:
+        async def body(queue: str) -> None:
+            handle = await start(queue, timeout_seconds=1.0)
+            outcome = await _result(handle, seconds=20)
+            if outcome.ran or tool_ran(await _events(handle)):
+                raise NotYet("the tool ran although nobody approved it")
+
+        await _with_worker(lab.client, [module.GuardedToolWorkflow], body)
+
+    await criterion("ex5", f"{tool_name} waits for approval, and runs once approved",
+                    "before the activity: await workflow.wait_condition(lambda: self._decision is not None, ...)",
+                    waits)
+    await criterion("ex5", "a rejection stops the tool and names the reviewer",
+                    "an @workflow.signal named approve stores the Approval; check .approved before running",
+                    rejected)
+    await criterion("ex5", "no answer within the request's timeout: the tool does not run",
+                    "wait_condition(..., timeout=...) raises asyncio.TimeoutError when time is up", silence)
+
+
+# --- exercise 6 (stretch): continue-as-new with a carried summary --------------------------------------------
+
+
+async def check_continue_as_new(lab: Any, workflow_class: type, turns_per_run: int = 3) -> None:
+    """Exercise 6: after `turns_per_run` turns the chat continues as new, carrying a summary, same chat id."""
+
+    async def continues() -> None:
+        async def body(queue: str) -> None:
+            chat = await _start_chat(lab, workflow_class, queue)
+            first_run = chat.handle.result_run_id
+            latest = lab.client.get_workflow_handle(chat.workflow_id)  # no run id: always the latest run
+            session = ChatSession(latest)
+            for turn in range(1, turns_per_run + 1):
+                await _send(session, f"What is {turn} * 10?")
+            if not await _new_run(latest, first_run):
+                raise NotYet(f"after {turns_per_run} turns the chat is still on its first run")
+            reply = await _send(session, "What is 4 * 10?")
+            if "40" not in reply.text:
+                raise NotYet(f"the new run did not answer the next message properly: {reply.text!r}")
+            history: list[ChatMessage] = await latest.query(DurableAgentWorkflow.history)
+            text = " ".join(m.content for m in history)
+            if "What is 1 * 10" in text:
+                raise NotYet("the new run still carries every old message; carry a short summary instead")
+            if "summary" not in text.lower() or "30" not in text:
+                raise NotYet("the new run carries no summary of the earlier turns (e.g. 'Summary: ... 30 ...')")
+            await session.end()
+
+        await _with_worker(lab.client, [workflow_class], body)
+
+    await criterion("ex6", f"after {turns_per_run} turns the chat continues as new, carrying a summary",
+                    "in run(): wait for the turn limit and workflow.all_handlers_finished(), then "
+                    "workflow.continue_as_new(ChatInput(history=[summary message]))", continues)
+
+
+async def _new_run(handle: WorkflowHandle, first_run: str | None, seconds: float = 10.0) -> bool:
+    """Wait (up to `seconds`) until the workflow id has a run other than `first_run`, ready for messages."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        description = await handle.describe()
+        if description.run_id != first_run:
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -1,0 +1,188 @@
+"""Exercises from one source: the generator, the unsolved notebooks' checks, and the bulk checker.
+
+The solution notebooks themselves run under nbval (`solutions` is in pytest's testpaths). Here the exercise
+notebooks, as generated, are executed for real (a fresh kernel, a real Temporal server each) and each check
+must report "not yet" for the expected reason: the checks can fail, and say why.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from durable_agent import exercises
+from durable_agent.checks import CheckResult
+from durable_agent.exercises import SolutionMarkerError, strip_code
+from durable_agent.llm import TAUGHT_TOOLS, extract_tool_calls, teach_offline_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions"
+EXERCISES = ROOT / "exercises"
+NAMES = sorted(p.stem for p in SOLUTIONS.glob("ex*.ipynb"))
+
+# What each criterion of an untouched exercise reports: a phrase of its "not yet" reason, or None where the
+# given code already meets that criterion (exercise 4's teammate code does moderate and replay new chats).
+UNSOLVED = {
+    "ex1_new_tool": ["raised NotImplementedError: exercise 1", "raised NotImplementedError: exercise 1",
+                     "answered without calling convert_units"],
+    "ex2_retry_policy": ["there is no schedule_to_close_timeout", "gave up", "tried 2 times"],
+    "ex3_end_of_chat": ["chat_ended is still False", "did not end the chat", "no finished chat to replay"],
+    "ex4_determinism_bug": ["no longer replays: NondeterminismError", None, None],
+    "ex5_human_approval": ["scheduled before anyone approved it", "ran although the reviewer said no",
+                           "ran although nobody approved it"],
+    "ex6_long_sessions": ["still on its first run"],
+}
+
+
+def test_there_are_at_least_five_exercises_and_a_stretch():
+    assert len(NAMES) >= 6 and set(UNSOLVED) == set(NAMES)
+
+
+# --- the generator ------------------------------------------------------------------------------------------
+
+
+def test_committed_exercises_match_the_generator():
+    drift = exercises.generate(SOLUTIONS, EXERCISES, check_only=True)
+    assert drift == [], f"exercises/ is out of date ({drift}): run python -m durable_agent.exercises generate"
+
+
+def test_drift_is_detected(tmp_path):
+    copy = tmp_path / "exercises"
+    shutil.copytree(EXERCISES, copy)
+    notebook = nbformat.read(copy / f"{NAMES[0]}.ipynb", as_version=4)
+    notebook.cells[0].source += "\nedited by hand"
+    nbformat.write(notebook, copy / f"{NAMES[0]}.ipynb")
+    (copy / "ex99_orphan.ipynb").write_text("{}")
+    assert exercises.generate(SOLUTIONS, copy, check_only=True) == [f"{NAMES[0]}.ipynb", "ex99_orphan.ipynb (no solution)"]
+
+
+def test_generate_check_command_exits_1_on_drift(tmp_path):
+    command = [sys.executable, "-m", "durable_agent.exercises", "generate", "--check", "--exercises", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1 and "out of date" in done.stderr and NAMES[0] in done.stderr
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exercises_have_no_solutions_and_no_outputs(name):
+    solution = nbformat.read(SOLUTIONS / f"{name}.ipynb", as_version=4)
+    exercise = nbformat.read(EXERCISES / f"{name}.ipynb", as_version=4)
+    assert "# BEGIN SOLUTION" in "".join(c.source for c in solution.cells)
+    assert len(solution.cells) == len(exercise.cells)
+    for cell in exercise.cells:
+        assert "SOLUTION" not in cell.source
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    assert "# YOUR CODE HERE" in "".join(c.source for c in exercise.cells)
+    assert any("await checks.check_" in c.source for c in exercise.cells)
+
+
+def test_strip_code_uses_the_stub_lines_and_keeps_the_indentation():
+    source = ("def f(x):\n    # BEGIN SOLUTION\n    #: raise NotImplementedError('write f')\n    return x * 2\n"
+              "    # END SOLUTION\n# BEGIN SOLUTION\nanswer = 42\n# END SOLUTION\nprint(f)")
+    assert strip_code(source) == ("def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError('write f')\n"
+                                  "# YOUR CODE HERE\npass\nprint(f)")
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("x = 1\n# BEGIN SOLUTION\nx = 2", "is never closed"),
+    ("# END SOLUTION", "without # BEGIN SOLUTION"),
+    ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another solution block"),
+])
+def test_unpaired_markers_are_a_clear_error(source, problem):
+    with pytest.raises(SolutionMarkerError, match=problem) as info:
+        strip_code(source, "ex9.ipynb, cell 4")
+    assert "ex9.ipynb, cell 4" in str(info.value)
+
+
+# --- reading check results ------------------------------------------------------------------------------------
+
+
+def test_results_are_read_back_from_printed_check_lines():
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("await checks.check_x(lab)")])
+    printed = "\n".join([CheckResult("ex7", "it works", True).report(),
+                         CheckResult("ex7", "it is fast", False, "it took ages", "cache it").report()]) + "\n"
+    notebook.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)]
+    report = exercises.read_results(notebook, "someone")
+    assert report.results == [("ex7", "it works", True, ""), ("ex7", "it is fast", False, "it took ages")]
+    assert (report.exercise, report.passed, report.first_problem) == ("ex7", 1, "it is fast: it took ages")
+
+
+def test_the_offline_model_calls_a_taught_tool_and_refuses_a_trigger_without_arguments():
+    name = "exercise_test_shout"
+    try:
+        teach_offline_model(name, r"shout (?P<word>\w+)")
+        assert extract_tool_calls("What is 2 + 3? Then shout hello") == [
+            ("calculator", {"expression": "2 + 3"}), (name, {"word": "hello"})]
+    finally:
+        TAUGHT_TOOLS.pop(name, None)  # the offline model of this test process forgets it again
+    with pytest.raises(ValueError, match="no named groups"):
+        teach_offline_model(name, r"shout \w+")
+    assert name not in TAUGHT_TOOLS
+
+
+def test_an_unreadable_submission_is_reported_not_fatal(tmp_path):
+    broken = tmp_path / "carol.ipynb"
+    broken.write_text("{ this is not a notebook")
+    report = exercises.run_notebook(broken)
+    assert report.results == [] and report.error.startswith("not a readable notebook")
+    assert exercises.format_table([report]).splitlines()[1].startswith("carol.ipynb  ?         0/0     not a readable")
+
+
+def test_check_command_refuses_a_folder_without_notebooks(tmp_path, capsys):
+    assert exercises.main(["check", str(tmp_path)]) == 2
+    assert "no notebooks" in capsys.readouterr().err
+    assert exercises.main(["check", str(tmp_path / "missing")]) == 2
+
+
+# --- the exercises, run for real ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def class_check(tmp_path_factory):
+    """A class's submissions, checked with the teachers' command: alice solved exercise 1; bob handed in every
+    exercise untouched. Returns the printed table and the reports (the command's --json file)."""
+    folder = tmp_path_factory.mktemp("submissions")
+    (folder / "alice").mkdir()
+    (folder / "bob").mkdir()
+    shutil.copy(SOLUTIONS / "ex1_new_tool.ipynb", folder / "alice")
+    for name in NAMES:
+        shutil.copy(EXERCISES / f"{name}.ipynb", folder / "bob")
+    results = folder / "results.json"
+    done = subprocess.run([sys.executable, "-m", "durable_agent.exercises", "check", str(folder), "--json",
+                           str(results)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 1, done.stderr[-2000:]  # not everyone passed
+    return done.stdout, {r["name"]: r for r in json.loads(results.read_text())}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_unsolved_exercise_runs_to_its_checks_and_says_not_yet(class_check, name):
+    report = class_check[1][f"bob/{name}"]
+    assert report["error"] == "", f"a cell raised before the checks: {report['error']}"
+    expected = UNSOLVED[name]
+    assert len(report["results"]) == len(expected), report["results"]
+    for (exercise, title, passed, why), phrase in zip(report["results"], expected):
+        assert exercise == name.split("_")[0]
+        if phrase is None:
+            assert passed, f"{title}: {why}"
+        else:
+            assert not passed and phrase in why, f"{title}: expected {phrase!r}, got {why!r}"
+
+
+def test_bulk_check_prints_a_table_of_the_class(class_check):
+    table = class_check[0].splitlines()
+    assert table[:3] == [
+        "submission               exercise  passed  first problem",
+        "alice/ex1_new_tool       ex1       3/3     -",
+        "bob/ex1_new_tool         ex1       0/3     convert_units converts km/miles, kg/lb and celsius/fahrenheit: "
+        "your code raised NotImplementedErr...",
+    ]
+    assert table[4] == ("bob/ex3_end_of_chat      ex3       0/3     the chat ends by itself after 3 turns: after 3 "
+                        "turns the reply's chat_ended is still False")
+    assert table[5].startswith("bob/ex4_determinism_bug  ex4       2/3     a chat recorded on the old code replays")
+    assert len(table) == 1 + 1 + len(NAMES)
