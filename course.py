@@ -58,7 +58,10 @@ def main(argv: list[str]) -> int:
         return 2
     ensure_environment()
     if argv[0] == "lab":
-        return run([str(PYTHON), "-m", "jupyter", "lab", "notebooks/", *argv[1:]])
+        # From the repository root, so notebooks/, exercises/ and solutions/ are all in the file browser.
+        as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers
+        return run([str(PYTHON), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}", *as_root,
+                    "notebooks/00_welcome.ipynb", *argv[1:]])
     if argv[0] == "test":
         # The tests and the notebooks' stored outputs assume the offline model and an embedded server,
         # whatever a learner's .env says (an empty variable wins over .env and means "not set").
