@@ -9,9 +9,12 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from durable_agent.activities import AgentActivities  # noqa: E402
+from durable_agent.llm import LLMConfig  # noqa: E402
 from durable_agent.server import Temporal, start_temporal  # noqa: E402
 from durable_agent.session import start_chat  # noqa: E402
 from durable_agent.worker import start_worker  # noqa: E402
+from fake_openai import FAKE_API_KEY, FakeOpenAI  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +40,21 @@ async def worker(temporal, task_queue):
 @pytest.fixture
 async def chat(temporal, task_queue, worker):
     return await start_chat(temporal.client, task_queue=task_queue)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """A local server speaking the OpenAI protocol; tests script its replies. The key is a fake secret."""
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def provider_chat(temporal, task_queue, fake):
+    """A chat whose worker calls `openai/fake-model` through LiteLLM at the fake server."""
+    activities = AgentActivities(LLMConfig(model="openai/fake-model", api_base=fake.base_url, timeout_seconds=30))
+    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities)
+    yield await start_chat(temporal.client, task_queue=task_queue)
+    await worker.stop()

@@ -14,6 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+FAKE_API_KEY = "sk-test-SECRET-0123456789abcdef"  # looks like a key: tests check it never leaks
+
+
 @dataclass
 class Reply:
     status: int = 200

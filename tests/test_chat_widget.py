@@ -12,14 +12,12 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RetryConfig
 
-from durable_agent.activities import AgentActivities
 from durable_agent.chat import ChatBox, chat_box
-from durable_agent.llm import LLMConfig
 from durable_agent.server import Temporal, start_temporal
 from durable_agent.session import start_chat
 from durable_agent.worker import start_worker
 from durable_agent.workflow import MAX_MESSAGE_CHARS
-from fake_openai import FakeOpenAI, completion, error, tool_call
+from fake_openai import FAKE_API_KEY, completion, error, tool_call
 
 TURN_42 = [("user", "What is 25 + 17?"), ("tool", "→ calculator(expression='25 + 17')"), ("tool", "← 42"),
            ("agent", "25 + 17 = 42.")]
@@ -122,28 +120,11 @@ async def test_bad_arguments_get_clear_errors(temporal):
     assert kinds(missing) == ["error"] and "could not read the chat's history" in missing.entries[0][1]
 
 
-@pytest.fixture
-def fake(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-widget-0123456789")
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-async def slow_chat(temporal, task_queue, fake):
-    """A chat whose model is the local OpenAI-protocol server (replies scripted per test)."""
-    activities = AgentActivities(LLMConfig(model="openai/fake-model", api_base=fake.base_url, timeout_seconds=30))
-    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities)
-    yield await start_chat(temporal.client, task_queue=task_queue)
-    await worker.stop()
-
-
-async def test_status_while_a_turn_is_in_flight_and_a_busy_agent(fake, slow_chat):
+async def test_status_while_a_turn_is_in_flight_and_a_busy_agent(fake, provider_chat):
     slow_plan = completion(tool_calls=[tool_call("calculator", '{"expression": "25 + 17"}')])
     slow_plan.delay = 3.0  # the model "thinks" for three seconds
     fake.replies += [slow_plan, completion("25 + 17 is 42.")]
-    box = await chat_box(slow_chat, poll_seconds=0.05)
+    box = await chat_box(provider_chat, poll_seconds=0.05)
     box.text.value = "What is 25 + 17?"
     box.send_button.click()
     seen = set()
@@ -162,16 +143,16 @@ async def test_status_while_a_turn_is_in_flight_and_a_busy_agent(fake, slow_chat
                            ("tool", "→ calculator(expression='25 + 17')"), ("tool", "← 42"),
                            ("agent", "25 + 17 is 42.")]
     assert "idle" in box.status.value and not box.text.disabled
-    assert [m.content for m in await slow_chat.history() if m.role == "user"] == ["What is 25 + 17?"]
+    assert [m.content for m in await provider_chat.history() if m.role == "user"] == ["What is 25 + 17?"]
 
 
-async def test_a_failed_turn_is_shown_as_an_error(fake, slow_chat):
+async def test_a_failed_turn_is_shown_as_an_error(fake, provider_chat):
     fake.replies += [error(401, "invalid api key")]
-    box = await chat_box(slow_chat)
+    box = await chat_box(provider_chat)
     await type_and_send(box, "What is 25 + 17?")
     kind, text = box.entries[-1]
     assert kind == "error" and text.startswith("The model could not plan the next step")
-    assert "sk-test-widget" not in box.transcript()
+    assert FAKE_API_KEY not in box.transcript()
 
 
 async def test_server_gone_is_reported_in_the_chat():

@@ -12,12 +12,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 
-from durable_agent.activities import AgentActivities
 from durable_agent.history import history_events, history_table, history_timeline
-from durable_agent.llm import LLMConfig
-from durable_agent.session import open_chat, start_chat
+from durable_agent.session import open_chat
 from durable_agent.worker import start_worker
-from fake_openai import FakeOpenAI, completion, error, tool_call
+from fake_openai import FAKE_API_KEY, completion, error, tool_call
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -82,32 +80,18 @@ async def test_bad_input_gets_a_clear_error(temporal):
         await history_table(open_chat(temporal.client, "chat-missing0"))
 
 
-@pytest.fixture
-def fake(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-history-0123456789")
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
-async def test_a_retry_is_visible_in_the_table_and_the_timeline(temporal, task_queue, fake):
+async def test_a_retry_is_visible_in_the_table_and_the_timeline(fake, provider_chat):
     fake.replies += [error(500, "the model is overloaded"),
                      completion(tool_calls=[tool_call("calculator", '{"expression": "25 + 17"}')]),
                      completion("25 + 17 is 42.")]
-    activities = AgentActivities(LLMConfig(model="openai/fake-model", api_base=fake.base_url, timeout_seconds=10))
-    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities)
-    try:
-        chat = await start_chat(temporal.client, task_queue=task_queue)
-        assert (await chat.send("What is 25 + 17?")).text == "25 + 17 is 42."
-        table = await history_table(chat)
-        timeline = await history_timeline(chat)
-    finally:
-        await worker.stop()
+    assert (await provider_chat.send("What is 25 + 17?")).text == "25 + 17 is 42."
+    table = await history_table(provider_chat)
+    timeline = await history_timeline(provider_chat)
     # No event for the failed attempt: the started event of attempt 2 carries the failure it follows.
     started = [e for e in table.events if e.kind == "ActivityTaskStarted"]
     assert [e.attempt for e in started] == [2, 1, 1]
     assert started[0].summary.startswith("retry after: the model call failed: InternalServerError")
-    assert "sk-test-history" not in str(table)
+    assert FAKE_API_KEY not in str(table)
     first = timeline.bars[0]
     assert (first.label, first.attempt, first.outcome) == ("plan_next_action", 2, "completed")
     assert first.started > first.scheduled  # the back-off: waiting before the attempt that ran
@@ -115,7 +99,7 @@ async def test_a_retry_is_visible_in_the_table_and_the_timeline(temporal, task_q
     assert notes[0].startswith("attempt 2") and len(notes) == 1
     assert [t.get_text() for t in timeline.figure.axes[0].get_yticklabels()] == [
         "workflow code", "1. plan_next_action", "2. calculator", "3. plan_next_action"]
-    assert repr(timeline) == f"Timeline of {chat.workflow_id}: 3 activities, 1 retried"
+    assert repr(timeline) == f"Timeline of {provider_chat.workflow_id}: 3 activities, 1 retried"
     png = timeline._repr_png_()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     ARTIFACTS.mkdir(exist_ok=True)

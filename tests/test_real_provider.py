@@ -15,25 +15,9 @@ from durable_agent.activities import AgentActivities
 from durable_agent.llm import LLMConfig
 from durable_agent.session import ChatError, start_chat
 from durable_agent.worker import start_worker
-from fake_openai import FakeOpenAI, completion, error, tool_call
+from fake_openai import FAKE_API_KEY, completion, error, tool_call
 
-SECRET = "sk-test-SECRET-0123456789abcdef"
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-async def provider_chat(temporal, task_queue, fake):
-    activities = AgentActivities(LLMConfig(model="openai/fake-model", api_base=fake.base_url, timeout_seconds=10))
-    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities)
-    yield await start_chat(temporal.client, task_queue=task_queue)
-    await worker.stop()
+SECRET = FAKE_API_KEY
 
 
 async def history_text(chat) -> str:
