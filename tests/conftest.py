@@ -10,10 +10,13 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from durable_agent.activities import AgentActivities  # noqa: E402
+from durable_agent.approval import ApprovalChatWorkflow  # noqa: E402
 from durable_agent.llm import LLMConfig  # noqa: E402
+from durable_agent.long_chat import LongChatWorkflow  # noqa: E402
 from durable_agent.server import Temporal, start_temporal  # noqa: E402
 from durable_agent.session import start_chat  # noqa: E402
 from durable_agent.worker import start_worker  # noqa: E402
+from durable_agent.workflow import DurableAgentWorkflow  # noqa: E402
 from fake_openai import FAKE_API_KEY, FakeOpenAI  # noqa: E402
 
 
@@ -32,7 +35,9 @@ def task_queue() -> str:
 
 @pytest.fixture
 async def worker(temporal, task_queue):
-    running = await start_worker(temporal.client, task_queue=task_queue)
+    """An in-process worker for every chat workflow of the course (plain, long, with approval)."""
+    running = await start_worker(temporal.client, task_queue=task_queue,
+                                 workflows=[DurableAgentWorkflow, LongChatWorkflow, ApprovalChatWorkflow])
     yield running
     await running.stop()
 

@@ -12,14 +12,6 @@ from durable_agent.worker import start_worker
 from durable_agent.workflow import DurableAgentWorkflow
 
 
-@pytest.fixture
-async def worker(temporal, task_queue):
-    running = await start_worker(temporal.client, task_queue=task_queue,
-                                 workflows=[DurableAgentWorkflow, ApprovalChatWorkflow])
-    yield running
-    await running.stop()
-
-
 def tool_activities(history) -> list[str]:
     return [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
             if e.HasField("activity_task_scheduled_event_attributes")]

@@ -7,23 +7,11 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from durable_agent.activities import ChatMessage
-from durable_agent.long_chat import (
-    SUMMARY_HEADER, LongChatInput, LongChatWorkflow, start_long_chat, summarize,
-)
+from durable_agent.long_chat import SUMMARY_HEADER, LongChatInput, start_long_chat, summarize
 from durable_agent.session import start_chat
-from durable_agent.worker import start_worker
-from durable_agent.workflow import DurableAgentWorkflow
 
 QUESTIONS = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?", "What is 4 + 4?", "What is 5 + 5?",
              "What is 6 + 6?", "What is 7 + 7?"]
-
-
-@pytest.fixture
-async def worker(temporal, task_queue):
-    running = await start_worker(temporal.client, task_queue=task_queue,
-                                 workflows=[DurableAgentWorkflow, LongChatWorkflow])
-    yield running
-    await running.stop()
 
 
 async def histories_of_each_run(client, chat) -> list:
