@@ -15,8 +15,9 @@ once instead of an endless retry loop.
 import asyncio
 import contextlib
 import json
+import threading
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -95,28 +96,68 @@ _PERMANENT_LLM_ERRORS = {
 
 
 @contextlib.asynccontextmanager
-async def heartbeating(every_seconds: float = 1.0) -> AsyncIterator[None]:
-    """Heartbeat while a slow call runs, so a crashed worker is noticed after `heartbeat_timeout`
-    instead of after the whole `start_to_close_timeout`.
+async def heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while a slow call runs, so a crashed worker is noticed after the activity's
+    `heartbeat_timeout` instead of after its whole `start_to_close_timeout`.
 
-    The first beat comes after `every_seconds`, not at once: a call shorter than that (the offline model)
-    costs no heartbeat at all, and a crash is still noticed as soon (the heartbeat timeout counts from the
-    activity's start). A local activity has no heartbeats: there, this does nothing.
+    The interval is derived from the heartbeat timeout the workflow set (a third of it), so there is one
+    number to keep, not two. The first beat comes after one interval, not at once: a call shorter than that
+    (the offline model, a quick tool) costs no heartbeat at all, and a crash is still noticed as soon (the
+    heartbeat timeout counts from the activity's start). A local activity has no heartbeats: there, and
+    when no heartbeat timeout is set, this does nothing.
     """
+    info = activity.info()
+    if info.is_local or not info.heartbeat_timeout:
+        yield
+        return
+    every = info.heartbeat_timeout.total_seconds() / 3
 
     async def beat() -> None:
         while True:
-            await asyncio.sleep(every_seconds)
+            await asyncio.sleep(every)
             activity.heartbeat()
 
-    if activity.info().is_local:
-        yield
-        return
     task = asyncio.create_task(beat())
     try:
         yield
     finally:
         task.cancel()
+
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking function in a thread of its own and wait for it without blocking the event loop.
+
+    Tools are ordinary (synchronous) functions. Called directly inside an `async` activity, a slow one would
+    freeze the whole worker: every other activity, every workflow task, every heartbeat. In a thread, the
+    worker goes on serving everything else. If the activity is cancelled (its timeout passed, or the worker
+    is shutting down), this stops waiting at once. Python cannot kill a thread: a tool that never returns
+    keeps its thread, but it is a daemon thread, so it holds up neither the worker nor the process's exit
+    (which `asyncio.to_thread`'s shared pool would).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled meanwhile: nobody is waiting for this result any more
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as err:  # handed to the awaiting activity, which decides what it means
+            result, error = None, err
+        with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody to tell
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=f"tool-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    return await future
 
 
 def parse_reply(message: dict[str, Any], model: str) -> Plan:
@@ -165,6 +206,7 @@ class AgentActivities:
 
     @activity.defn
     async def plan_next_action(self, input: PlanInput) -> Plan:
+        """One model call: the conversation (as `context.py` bounds it) in, the next step out."""
         messages = [{"role": "system", "content": llm.SYSTEM_PROMPT}] + [m.to_openai() for m in input.messages]
         try:
             async with heartbeating():
@@ -183,7 +225,8 @@ class AgentActivities:
     async def execute_tool(self, input: ToolInput) -> ToolResult:
         call = input.call
         try:
-            output = tools.run_tool(call.name, call.arguments)
+            async with heartbeating():
+                output = await in_thread(tools.run_tool, call.name, call.arguments)
         except tools.UnknownToolError as err:
             raise ApplicationError(str(err), type=UNKNOWN_TOOL, non_retryable=True) from None
         except tools.ToolInputError as err:

@@ -16,6 +16,7 @@ waiting is refused with a clear error instead of being dropped in silence.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -37,6 +38,7 @@ class ApprovalChatInput:
     needs_approval: list[str] = field(default_factory=lambda: ["weather"])  # tool names
     approval_timeout_seconds: float = 600.0
     max_steps_per_turn: int = DEFAULT_MAX_STEPS
+    chat: ChatInput | None = None  # the conversation so far, when a long chat continues as new
 
 
 @dataclass
@@ -60,7 +62,8 @@ class ApprovalDecision:
 class ApprovalChatWorkflow(DurableAgentWorkflow):
     @workflow.init
     def __init__(self, input: ApprovalChatInput) -> None:
-        super().__init__(ChatInput(input.max_steps_per_turn))
+        super().__init__(input.chat or ChatInput(input.max_steps_per_turn))
+        self._input = input
         self._needs_approval = set(input.needs_approval)
         self._approval_timeout = timedelta(seconds=input.approval_timeout_seconds)
         self._pending: ApprovalRequest | None = None
@@ -68,7 +71,10 @@ class ApprovalChatWorkflow(DurableAgentWorkflow):
 
     @workflow.run
     async def run(self, input: ApprovalChatInput) -> Transcript:
-        return await super().run(ChatInput(input.max_steps_per_turn))
+        return await super().run(input.chat or ChatInput(input.max_steps_per_turn))
+
+    def _next_run_input(self, carried: ChatInput) -> ApprovalChatInput:
+        return dataclasses.replace(self._input, chat=carried)
 
     @workflow.update
     def decide(self, decision: ApprovalDecision) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 
 from .config import settings
@@ -36,12 +37,15 @@ async def cmd_server(args: argparse.Namespace) -> int:
     print(f"Persisted to: {args.db}" if args.db else "In memory: everything is gone when it stops.")
     print(f"Start a worker with: durable-agent worker --address {temporal.address}")
     print("Press Ctrl-C to stop.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        pass
+        await stop.wait()
     finally:
-        await temporal.shutdown()
+        await temporal.shutdown()  # (if this process is killed outright, the server dies with it anyway)
+    print("Temporal dev server stopped", flush=True)
     return 0
 
 
@@ -62,9 +66,11 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def cmd_chat(args: argparse.Namespace) -> int:
+    from .logs import quiet_logs
     from .session import ChatError, format_transcript, start_chat
     from .worker import start_worker
 
+    log_file = quiet_logs()  # a failed attempt is one line here; its traceback goes to the log file
     temporal = await _connect(args.address, args.namespace)
     worker = None if args.no_worker else await start_worker(temporal.client)
     try:
@@ -72,7 +78,8 @@ async def cmd_chat(args: argparse.Namespace) -> int:
         print(f"Chat workflow {chat.workflow_id} on {temporal.address} (model: {settings().llm_model})")
         if temporal.ui_url:
             print(f"Watch it in the Temporal UI: {temporal.workflow_url(chat.workflow_id)}")
-        print("Type a message; 'quit' or 'exit' ends the chat.\n", flush=True)
+        print(f"Type a message; 'quit' or 'exit' ends the chat. (Details of failed attempts: {log_file})\n",
+              flush=True)
         loop = asyncio.get_running_loop()
         while True:
             try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from .logs import quiet_logs
 from .server import Temporal, start_temporal
 from .session import ChatSession, start_chat
 from .worker import BackgroundWorker, start_worker
@@ -79,6 +80,7 @@ async def start_lab(*, worker: bool = True, db_file: str | None = None, ui: bool
     global _current
     if _current is not None:
         await _current.stop()
+    quiet_logs()  # a failed activity attempt shows as one line under the cell, not as a traceback
     temporal = await start_temporal(db_file=db_file, ui=ui)
     _current = Lab(temporal, None)
     if worker:

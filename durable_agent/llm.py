@@ -11,9 +11,11 @@ with backoff, and records every attempt.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,13 +51,19 @@ class LLMConfig:
 
 
 _litellm = None
+_import_lock = threading.Lock()
 
 
 def litellm_module() -> Any:
     """Import LiteLLM once, lazily (it takes seconds), with its offline model-cost map, and register the
-    offline provider."""
+    offline provider. Blocks the calling thread while it imports: call `preload()` early, and
+    `await litellm_ready()` from async code."""
     global _litellm
-    if _litellm is None:
+    if _litellm is not None:
+        return _litellm
+    with _import_lock:
+        if _litellm is not None:
+            return _litellm
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
@@ -68,9 +76,23 @@ def litellm_module() -> Any:
     return _litellm
 
 
+def preload() -> None:
+    """Start importing LiteLLM in a background thread, so a worker can poll at once and the first model
+    call finds it (nearly) ready. Idempotent."""
+    if _litellm is None:
+        threading.Thread(target=litellm_module, name="import-litellm", daemon=True).start()
+
+
+async def litellm_ready() -> Any:
+    """LiteLLM, imported without blocking the event loop (the import runs, or is awaited, in a thread)."""
+    if _litellm is not None:
+        return _litellm
+    return await asyncio.to_thread(litellm_module)
+
+
 async def complete(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig) -> dict[str, Any]:
     """One chat-completion call; returns the assistant message as an OpenAI-style dict."""
-    litellm = litellm_module()
+    litellm = await litellm_ready()
     response = await litellm.acompletion(
         model=config.model,
         messages=messages,

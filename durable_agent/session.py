@@ -3,12 +3,20 @@
 A message is a Temporal Update: the client waits for the agent's reply, which may involve several
 activities, and the server keeps the Update even if every worker dies meanwhile. Errors come back as a
 `ChatError` with a sentence a learner can read, never a bare gRPC traceback.
+
+Sending is idempotent. Each message gets an id, used as the Update's id, and Temporal runs an Update id
+once: when the server is unreachable, `send` retries with the same id until it is back (for up to
+`patience` seconds); if it gives up, it says so, and sending the same text again reuses that id, so a
+message the server had in fact accepted is answered once, never twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Awaitable
 
 from temporalio.client import (
     Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError,
@@ -28,54 +36,109 @@ class ChatError(Exception):
     """A message could not be answered; `str(err)` says why in plain words."""
 
 
+class MessageNotConfirmed(ChatError):
+    """The server could not be reached in time: the message may have been accepted. Sending the same text
+    again (or passing `message_id`) reuses its id, so it is answered at most once."""
+
+    def __init__(self, text: str, message_id: str) -> None:
+        super().__init__(text)
+        self.message_id = message_id
+
+
+# gRPC statuses that mean "not now" (the server is restarting, unreachable, overloaded), not "no".
+TRANSIENT = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
+             RPCStatusCode.ABORTED, RPCStatusCode.UNKNOWN, RPCStatusCode.CANCELLED}
+PATIENCE_SECONDS = 30.0
+
+
 def new_chat_id() -> str:
     return f"chat-{uuid.uuid4().hex[:8]}"
+
+
+def new_message_id() -> str:
+    return f"msg-{uuid.uuid4().hex}"
 
 
 @dataclass
 class ChatSession:
     handle: WorkflowHandle
+    patience: float = PATIENCE_SECONDS  # how long `send` keeps retrying through an outage
+    unconfirmed: tuple[str, str] | None = field(default=None, repr=False)  # (text, id) of a message in doubt
 
     @property
     def workflow_id(self) -> str:
         return self.handle.id
 
-    async def send(self, text: str) -> AgentReply:
-        """Send one message and wait for the agent's reply."""
+    async def send(self, text: str, *, message_id: str | None = None) -> AgentReply:
+        """Send one message and wait for the agent's reply. Retries through a server outage with the same
+        message id; a resend of a message in doubt reuses its id (see the module's docstring)."""
         problem = message_problem(text)
         if problem:
             raise ChatError(problem)
-        try:
-            return await self.handle.execute_update(DurableAgentWorkflow.send_message, UserMessage(text))
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            raise ChatError(cause.message if isinstance(cause, ApplicationError) else str(cause)) from None
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            raise ChatError("no reply yet: is a worker running? The message is kept by Temporal and will "
-                            "be answered when a worker is back") from None
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise ChatError("the chat has ended (or does not exist); start a new chat") from None
-            raise ChatError(f"the Temporal server did not accept the message: {err.message}") from None
+        if message_id is None:
+            resend = self.unconfirmed is not None and self.unconfirmed[0] == text
+            message_id = self.unconfirmed[1] if resend else new_message_id()  # type: ignore[index]
+        self.unconfirmed = (text, message_id)
+        deadline = time.monotonic() + self.patience
+        delay = 0.2
+        while True:
+            try:
+                reply = await self.handle.execute_update(DurableAgentWorkflow.send_message, UserMessage(text),
+                                                         id=message_id)
+                self.unconfirmed = None
+                return reply
+            except WorkflowUpdateFailedError as err:  # the workflow answered: it refused this message
+                self.unconfirmed = None
+                cause = err.cause
+                raise ChatError(cause.message if isinstance(cause, ApplicationError) else str(cause)) from None
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                waiting = ("no worker has taken the message yet: is a worker running? The message is kept by "
+                           "Temporal and will be answered when a worker is back")
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    self.unconfirmed = None
+                    raise ChatError("the chat has ended (or does not exist); start a new chat") from None
+                if err.status not in TRANSIENT:
+                    self.unconfirmed = None
+                    raise ChatError(f"the Temporal server refused the message: {err.message}") from None
+                waiting = (f"the Temporal server is unreachable ({err.message}); your message may have been "
+                           "accepted. Send it again when the server is back: it will not run twice")
+            if time.monotonic() + delay > deadline:
+                raise MessageNotConfirmed(waiting, message_id)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def history(self) -> list[ChatMessage]:
-        return await self.handle.query(DurableAgentWorkflow.history)
+        return await self._read("history", self.handle.query(DurableAgentWorkflow.history))
 
     async def status(self) -> ChatStatus:
         try:
             return await self.handle.query(DurableAgentWorkflow.status)
-        except RPCError:
-            description = await self.handle.describe()
+        except RPCError as err:
+            if err.status in TRANSIENT:
+                raise ChatError(f"the Temporal server is unreachable ({err.message})") from None
+            description = await self._read("status", self.handle.describe())
             if description.status != WorkflowExecutionStatus.RUNNING:
                 return ChatStatus("ended")
-            raise
+            raise ChatError(f"could not read the chat's status: {err.message}") from None
 
     async def end(self) -> Transcript:
         """End the chat (if it is still running) and return its transcript."""
-        description = await self.handle.describe()
+        description = await self._read("state", self.handle.describe())
         if description.status == WorkflowExecutionStatus.RUNNING:
-            await self.handle.signal(DurableAgentWorkflow.end_chat)
-        return await self.handle.result()
+            await self._read("state", self.handle.signal(DurableAgentWorkflow.end_chat))
+        return await self._read("transcript", self.handle.result())
+
+    async def _read(self, what: str, call: Awaitable[Any]) -> Any:
+        """Await a call to the server; its errors become one clear `ChatError`."""
+        try:
+            return await call
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ChatError(f"there is no chat {self.workflow_id} on this Temporal server") from None
+            if err.status in TRANSIENT:
+                raise ChatError(f"the Temporal server is unreachable ({err.message})") from None
+            raise ChatError(f"could not read the chat's {what}: {err.message}") from None
 
 
 async def start_chat(client: Client, workflow_id: str | None = None, *, task_queue: str | None = None,

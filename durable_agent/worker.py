@@ -50,7 +50,7 @@ def create_worker(
     **options: Any,
 ) -> Worker:
     activities = activities or AgentActivities()
-    llm.litellm_module()  # import LiteLLM now: importing inside the first activity would stall the worker
+    llm.preload()  # LiteLLM takes seconds to import: in a background thread, so the worker polls at once
     options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
     # The fault-injection lab (notebook 05, faults.py): logs each activity execution and applies injected
     # hangs, only while DURABLE_AGENT_FAULTS names a fault directory; otherwise it just passes the call on.

@@ -4,9 +4,17 @@ Primitive 1 (deterministic orchestrator): this code makes no I/O. It decides wha
 activities to do the work. Primitive 3 (event-sourced state): the conversation below is rebuilt by
 replaying the event history, so a crashed worker loses nothing.
 
-- `send_message` (an Update) takes the user's message and returns the agent's reply.
+- `send_message` (an Update) takes the user's message and returns the agent's reply. The Update's id is
+  the message's id: Temporal runs a message once however often it is sent (a resend after an outage gets
+  the same reply), and the workflow remembers the ids of its last answers across runs too.
 - `end_chat` (a signal) ends the session; the workflow then returns the transcript.
 - `history` and `status` (queries) read the conversation and what the agent is doing now.
+
+A chat has no length limit. The model sees a bounded context (`context.py`: a summary of the older turns
+plus the newest messages), so each turn adds about the same to the event history; and when the history
+of this run is long (`ChatInput.events_per_run`, or when Temporal suggests it), the workflow *continues as
+new*: the run closes and a fresh one, with the same workflow id, carries on from the summary and the
+newest messages. Clients, queries and the chat box follow the chat's id, so they never notice.
 """
 
 from __future__ import annotations
@@ -23,9 +31,14 @@ with workflow.unsafe.imports_passed_through():
         MODEL_REPLY_ERROR, MODEL_REQUEST_ERROR, UNKNOWN_TOOL,
         AgentActivities, ChatMessage, Plan, PlanInput, ToolCall, ToolInput, ToolResult,
     )
+    from .context import model_context, summarize, summary_message, window
 
 MAX_MESSAGE_CHARS = 4000
 DEFAULT_MAX_STEPS = 6
+CONTEXT_CHARS = 12_000  # the newest messages the model sees verbatim (older turns: one summary line each)
+SUMMARY_CHARS = 1_500
+EVENTS_PER_RUN = 2_000  # continue-as-new after this many events: a restarted worker replays at most this
+REMEMBERED_ANSWERS = 20  # message ids (and replies) kept for resends, carried across runs
 
 # The model call. start_to_close bounds one attempt (a real model can take tens of seconds); the heartbeat
 # timeout notices a crashed worker within seconds, because the activity heartbeats while it waits. Retries
@@ -42,11 +55,14 @@ PLAN_ACTIVITY = dict(
     ),
 )
 
-# A tool call. Tools are quick, so a short start_to_close (which is also how soon a crash mid-tool is
-# noticed). A tool that raises has a bug: it is retried (up to 5 s apart) for up to ten minutes, long
-# enough to fix the code and restart the worker while the chat waits.
+# A tool call. Tools are quick, so a short start_to_close: a tool that hangs is given up after 5 s (its
+# attempt is cancelled and retried; the worker goes on serving everything else, since tools run in a
+# thread). The heartbeat timeout notices a crashed worker sooner than that. A tool that raises has a bug:
+# it is retried (up to 5 s apart) for up to ten minutes, long enough to fix the code and restart the
+# worker while the chat waits.
 TOOL_ACTIVITY = dict(
     start_to_close_timeout=timedelta(seconds=5),
+    heartbeat_timeout=timedelta(seconds=2),
     schedule_to_close_timeout=timedelta(minutes=10),
     retry_policy=RetryPolicy(
         initial_interval=timedelta(seconds=1),
@@ -79,24 +95,38 @@ MODEL_CALLS = ("activity", "local_activity")
 
 
 @dataclass
-class ChatInput:
-    max_steps_per_turn: int = DEFAULT_MAX_STEPS
-    history: list[ChatMessage] = field(default_factory=list)  # to resume a conversation
-    model_call: str = "activity"  # or "local_activity": faster, less durable (see PLAN_LOCAL_ACTIVITY)
-
-
-@dataclass
-class UserMessage:
-    text: str
-
-
-@dataclass
 class AgentReply:
     text: str
     tools_used: list[str] = field(default_factory=list)
     steps: int = 0
     chat_ended: bool = False
     error: str | None = None  # set when the turn ended on an error instead of an answer
+
+
+@dataclass
+class Answered:
+    """A message already answered: its id (the Update id) and the reply, so a resend gets the same reply."""
+
+    message_id: str
+    reply: AgentReply
+
+
+@dataclass
+class ChatInput:
+    max_steps_per_turn: int = DEFAULT_MAX_STEPS
+    history: list[ChatMessage] = field(default_factory=list)  # the newest messages, to resume a conversation
+    model_call: str = "activity"  # or "local_activity": faster, less durable (see PLAN_LOCAL_ACTIVITY)
+    summary: str = ""  # the older turns, one line each (carried from the previous run)
+    earlier_turns: int = 0  # turns answered in the previous runs
+    context_chars: int = CONTEXT_CHARS
+    max_summary_chars: int = SUMMARY_CHARS
+    events_per_run: int = EVENTS_PER_RUN
+    answered: list[Answered] = field(default_factory=list)  # the last answers, for resends
+
+
+@dataclass
+class UserMessage:
+    text: str
 
 
 @dataclass
@@ -124,9 +154,13 @@ class DurableAgentWorkflow:
     @workflow.init
     def __init__(self, input: ChatInput) -> None:
         self._messages: list[ChatMessage] = list(input.history)
+        self._summary = input.summary
         self._max_steps = max(1, input.max_steps_per_turn)
         self._model_call = input.model_call
-        self._status = ChatStatus("idle")
+        self._context_chars = input.context_chars
+        self._summary_chars = input.max_summary_chars
+        self._answered: dict[str, AgentReply] = {a.message_id: a.reply for a in input.answered}
+        self._status = ChatStatus("idle", turns=input.earlier_turns)
         self._busy = False
         self._ended = False
 
@@ -135,17 +169,44 @@ class DurableAgentWorkflow:
         if input.model_call not in MODEL_CALLS:  # the chat fails at once, saying why
             raise ApplicationError(f"model_call must be one of {', '.join(MODEL_CALLS)}, not {input.model_call!r}",
                                    type="BadChatInput", non_retryable=True)
-        # The workflow sleeps here, durably, for as long as the chat lasts; Updates do the work.
-        await workflow.wait_condition(lambda: self._ended and workflow.all_handlers_finished())
-        return Transcript(self._messages, self._status.turns)
+        # The workflow sleeps here, durably, for as long as the chat lasts; Updates do the work. It wakes to
+        # end, or to hand over to a fresh run when this one's history is long, never in the middle of a turn.
+        await workflow.wait_condition(
+            lambda: (self._ended or self._history_is_long(input.events_per_run)) and workflow.all_handlers_finished())
+        if self._ended:
+            return Transcript(self.history(), self._status.turns)
+        workflow.continue_as_new(self._next_run_input(self._carry_over(input)))
+
+    def _next_run_input(self, carried: ChatInput) -> object:
+        """The next run's input. A workflow whose own input wraps a `ChatInput` puts `carried` in it."""
+        return carried
+
+    def _history_is_long(self, events_per_run: int) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= events_per_run
+
+    def _carry_over(self, input: ChatInput) -> ChatInput:
+        """What the next run needs: the summary, the newest messages, the turn count, the last answers."""
+        cut = window(self._messages, self._context_chars)
+        answered = [Answered(i, r) for i, r in self._answered.items()][-REMEMBERED_ANSWERS:]
+        return ChatInput(
+            max_steps_per_turn=self._max_steps, history=cut.recent, model_call=self._model_call,
+            summary=summarize(self._summary, cut.older, self._summary_chars), earlier_turns=self._status.turns,
+            context_chars=self._context_chars, max_summary_chars=self._summary_chars,
+            events_per_run=input.events_per_run, answered=answered)
 
     @workflow.update
     async def send_message(self, message: UserMessage) -> AgentReply:
+        message_id = _message_id()
+        if message_id in self._answered:  # a resend of a message answered in an earlier run
+            return self._answered[message_id]
         if self._busy or self._ended:  # two messages in one workflow task both pass the validator
             raise ApplicationError(self._refusal(), type="ChatUnavailable")
         self._busy = True
         try:
-            return await self._turn(message.text.strip())
+            reply = await self._turn(message.text.strip())
+            self._remember(message_id, reply)
+            return reply
         finally:
             self._busy = False
             self._status = ChatStatus("ended" if self._ended else "idle", turns=self._status.turns)
@@ -153,6 +214,8 @@ class DurableAgentWorkflow:
     @send_message.validator
     def _validate(self, message: UserMessage) -> None:
         # A rejected Update is not written to the history, and the client gets this message at once.
+        if _message_id() in self._answered:
+            return
         if self._busy or self._ended:
             raise ValueError(self._refusal())
         problem = message_problem(message.text)
@@ -162,14 +225,22 @@ class DurableAgentWorkflow:
     @workflow.signal
     def end_chat(self) -> None:
         self._ended = True
+        if not self._busy:
+            self._status = ChatStatus("ended", turns=self._status.turns)
 
     @workflow.query
     def history(self) -> list[ChatMessage]:
-        return self._messages
+        """The conversation as this run knows it: the summary of older turns (if any), then the messages."""
+        return summary_message(self._summary) + self._messages
 
     @workflow.query
     def status(self) -> ChatStatus:
         return self._status
+
+    def _remember(self, message_id: str, reply: AgentReply) -> None:
+        self._answered[message_id] = reply
+        while len(self._answered) > REMEMBERED_ANSWERS:
+            del self._answered[next(iter(self._answered))]
 
     def _refusal(self) -> str:
         if self._ended:
@@ -212,16 +283,26 @@ class DurableAgentWorkflow:
 
     async def _plan(self) -> Plan:
         """Ask the model for the next step: an activity (default) or a local activity (ChatInput.model_call)."""
+        context = PlanInput(self._model_context())
         if self._model_call == "local_activity":
             return await workflow.execute_local_activity_method(
-                AgentActivities.plan_next_action, PlanInput(list(self._messages)), **PLAN_LOCAL_ACTIVITY)
-        return await workflow.execute_activity_method(
-            AgentActivities.plan_next_action, PlanInput(list(self._messages)), **PLAN_ACTIVITY)
+                AgentActivities.plan_next_action, context, **PLAN_LOCAL_ACTIVITY)
+        return await workflow.execute_activity_method(AgentActivities.plan_next_action, context, **PLAN_ACTIVITY)
+
+    def _model_context(self) -> list[ChatMessage]:
+        """What the model is given: the summary plus the newest messages, within `context_chars` (context.py)."""
+        return model_context(self._summary, self._messages, self._context_chars, self._summary_chars)
 
     def _failed_turn(self, text: str, used: list[str], steps: int, turns: int) -> AgentReply:
         self._messages.append(ChatMessage("assistant", text))
         self._status = ChatStatus("idle", turns=turns)
         return AgentReply(text, used, steps, error=text)
+
+
+def _message_id() -> str:
+    """The id of the message being handled: the Update's id, which the client chooses (one per message)."""
+    info = workflow.current_update_info()
+    return info.id if info else ""
 
 
 def _reason(err: ActivityError) -> str:

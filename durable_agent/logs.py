@@ -1,0 +1,77 @@
+"""What a person reads when an attempt fails: one line where they are looking; the detail in a log file.
+
+Primitive 2 (managed side effects): a failed activity attempt is often nothing to worry about, since
+Temporal retries it. But Temporal's Python SDK logs each failed attempt as a warning with its whole
+traceback, 17 lines or more, in a terminal or under a notebook cell. `quiet_logs()` routes the SDK's log:
+
+- to the console, one line per failed attempt: `[plan_next_action attempt 2 failed: the model call failed: ...]`;
+- to a log file (`log_path()`), everything, with tracebacks, for when the detail is needed.
+
+    from durable_agent.logs import quiet_logs
+    log_file = quiet_logs()      # once per process; calling it again replaces the previous set-up
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from .config import redact_secrets
+
+LOG_FILE_NAME = "durable-agent.log"
+_MARK = "_durable_agent_handler"
+
+
+def log_path() -> Path:
+    return Path(tempfile.gettempdir()) / LOG_FILE_NAME
+
+
+def _reason(error: BaseException) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    lines = str(message).strip().splitlines() or [type(error).__name__]
+    return redact_secrets(lines[0])
+
+
+class OneLine(logging.Formatter):
+    """One line for a record: which activity attempt failed and why, without the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        error = record.exc_info[1] if record.exc_info else None
+        activity = getattr(record, "temporal_activity", None)
+        if activity and error is not None:
+            return f"[{activity.get('activity_type')} attempt {activity.get('attempt')} failed: {_reason(error)}]"
+        text = record.getMessage().split(" ({", 1)[0].strip().splitlines()[0]
+        if error is not None:
+            text = f"{text}: {_reason(error)}"
+        return redact_secrets(f"[{record.levelname.lower()}: {text}]")
+
+
+class Redacted(logging.Formatter):
+    """The full record, tracebacks included, with secret values replaced by `***`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_secrets(super().format(record))
+
+
+def quiet_logs(stream: IO[str] | None = None, log_file: str | Path | None = None) -> Path:
+    """Send Temporal's warnings to `stream` (default: stderr) as one line each, and everything to a file."""
+    path = Path(log_file) if log_file else log_path()
+    logger = logging.getLogger("temporalio")
+    for handler in [h for h in logger.handlers if getattr(h, _MARK, False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    console = logging.StreamHandler(stream or sys.stderr)
+    console.setLevel(logging.WARNING)
+    console.setFormatter(OneLine())
+    detail = logging.FileHandler(path, encoding="utf-8", delay=True)
+    detail.setLevel(logging.INFO)
+    detail.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for handler in (console, detail):
+        setattr(handler, _MARK, True)
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return path
