@@ -31,16 +31,16 @@ async def _connect(address: str | None, namespace: str | None):
 async def cmd_server(args: argparse.Namespace) -> int:
     from .server import start_temporal
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     temporal = await start_temporal(db_file=args.db, port=args.port, ui_port=args.ui_port)
     print(f"Temporal dev server running at {temporal.address} (namespace {temporal.namespace})")
     print(f"Web UI: {temporal.ui_url}")
     print(f"Persisted to: {args.db}" if args.db else "In memory: everything is gone when it stops.")
     print(f"Start a worker with: durable-agent worker --address {temporal.address}")
     print("Press Ctrl-C to stop.", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

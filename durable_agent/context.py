@@ -56,29 +56,31 @@ class Window:
     recent: list[ChatMessage]
 
 
-def window(messages: list[ChatMessage], max_chars: int) -> Window:
-    """Keep the newest whole turns that fit in `max_chars`; the last turn is always kept whole, even if it
-    alone is larger (the model needs the question it is answering and the tool results it asked for).
+def window(messages: list[ChatMessage], max_chars: int, max_turns: int | None = None) -> Window:
+    """Keep the newest whole turns that fit in `max_chars` (and number at most `max_turns`); the last turn is
+    always kept whole, even if it alone is larger (the model needs the question it is answering and the
+    tool results it asked for).
 
     A cut is made only where a user message starts, so a tool call is never separated from its result.
     """
     if not messages:
         return Window([], [])
     starts = sorted({0} | {i for i, m in enumerate(messages) if m.role == "user"})
-    cut, size = starts[-1], sum(_size(m) for m in messages[starts[-1]:])
+    cut, size, turns = starts[-1], sum(_size(m) for m in messages[starts[-1]:]), 1
     for start, end in zip(reversed(starts[:-1]), reversed(starts[1:])):
         size += sum(_size(m) for m in messages[start:end])
-        if size > max_chars:
+        turns += 1
+        if size > max_chars or (max_turns is not None and turns > max_turns):
             break
         cut = start
     return Window(list(messages[:cut]), list(messages[cut:]))
 
 
-def model_context(summary: str, messages: list[ChatMessage], max_chars: int, max_summary_chars: int
-                  ) -> list[ChatMessage]:
+def model_context(summary: str, messages: list[ChatMessage], max_chars: int, max_summary_chars: int,
+                  max_turns: int | None = None) -> list[ChatMessage]:
     """The messages one model call is given: the summary (of earlier runs and of the turns that no longer fit)
     as a system message, then the newest messages."""
-    cut = window(messages, max_chars)
+    cut = window(messages, max_chars, max_turns)
     if cut.older:
         summary = summarize(summary, cut.older, max_summary_chars)
     return summary_message(summary) + cut.recent

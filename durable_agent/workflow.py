@@ -35,7 +35,8 @@ with workflow.unsafe.imports_passed_through():
 
 MAX_MESSAGE_CHARS = 4000
 DEFAULT_MAX_STEPS = 6
-CONTEXT_CHARS = 12_000  # the newest messages the model sees verbatim (older turns: one summary line each)
+CONTEXT_CHARS = 12_000  # the newest messages the model sees verbatim (older turns: one summary line each) ...
+CONTEXT_TURNS = 10  # ... and at most this many turns of them
 SUMMARY_CHARS = 1_500
 EVENTS_PER_RUN = 2_000  # continue-as-new after this many events: a restarted worker replays at most this
 REMEMBERED_ANSWERS = 20  # message ids (and replies) kept for resends, carried across runs
@@ -119,6 +120,7 @@ class ChatInput:
     summary: str = ""  # the older turns, one line each (carried from the previous run)
     earlier_turns: int = 0  # turns answered in the previous runs
     context_chars: int = CONTEXT_CHARS
+    context_turns: int = CONTEXT_TURNS
     max_summary_chars: int = SUMMARY_CHARS
     events_per_run: int = EVENTS_PER_RUN
     answered: list[Answered] = field(default_factory=list)  # the last answers, for resends
@@ -158,6 +160,7 @@ class DurableAgentWorkflow:
         self._max_steps = max(1, input.max_steps_per_turn)
         self._model_call = input.model_call
         self._context_chars = input.context_chars
+        self._context_turns = max(1, input.context_turns)
         self._summary_chars = input.max_summary_chars
         self._answered: dict[str, AgentReply] = {a.message_id: a.reply for a in input.answered}
         self._status = ChatStatus("idle", turns=input.earlier_turns)
@@ -187,12 +190,12 @@ class DurableAgentWorkflow:
 
     def _carry_over(self, input: ChatInput) -> ChatInput:
         """What the next run needs: the summary, the newest messages, the turn count, the last answers."""
-        cut = window(self._messages, self._context_chars)
+        cut = window(self._messages, self._context_chars, self._context_turns)
         answered = [Answered(i, r) for i, r in self._answered.items()][-REMEMBERED_ANSWERS:]
         return ChatInput(
             max_steps_per_turn=self._max_steps, history=cut.recent, model_call=self._model_call,
             summary=summarize(self._summary, cut.older, self._summary_chars), earlier_turns=self._status.turns,
-            context_chars=self._context_chars, max_summary_chars=self._summary_chars,
+            context_chars=self._context_chars, context_turns=self._context_turns, max_summary_chars=self._summary_chars,
             events_per_run=input.events_per_run, answered=answered)
 
     @workflow.update
@@ -291,7 +294,8 @@ class DurableAgentWorkflow:
 
     def _model_context(self) -> list[ChatMessage]:
         """What the model is given: the summary plus the newest messages, within `context_chars` (context.py)."""
-        return model_context(self._summary, self._messages, self._context_chars, self._summary_chars)
+        return model_context(self._summary, self._messages, self._context_chars, self._summary_chars,
+                             self._context_turns)
 
     def _failed_turn(self, text: str, used: list[str], steps: int, turns: int) -> AgentReply:
         self._messages.append(ChatMessage("assistant", text))
