@@ -7,6 +7,9 @@ traceback, 17 lines or more, in a terminal or under a notebook cell. `quiet_logs
 - to the console, one line per failed attempt: `[plan_next_action attempt 2 failed: the model call failed: ...]`;
 - to a log file (`log_path()`), everything, with tracebacks, for when the detail is needed.
 
+The SDK's Rust core logs too (a gRPC call retried while the server restarts, a late activity completion);
+its warnings go to the log file only, its errors to both.
+
     from durable_agent.logs import quiet_logs
     log_file = quiet_logs()      # once per process; calling it again replaces the previous set-up
 """
@@ -49,6 +52,28 @@ class OneLine(logging.Formatter):
         return redact_secrets(f"[{record.levelname.lower()}: {text}]")
 
 
+CORE_LOGGER = "temporalio.core"
+_core_forwarded = False
+
+
+def _not_core_chatter(record: logging.LogRecord) -> bool:
+    return not record.name.startswith(CORE_LOGGER) or record.levelno >= logging.ERROR
+
+
+def _forward_core_logs() -> None:
+    """Route the Rust core's log into Python's `logging` (by default it prints to stdout, with colours).
+    Applies to clients connected from now on. Once per process."""
+    global _core_forwarded
+    if _core_forwarded:
+        return
+    _core_forwarded = True
+    from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+    logging_config = LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="WARN"),
+                                   forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)))
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=logging_config)), error_if_already_set=False)
+
+
 class Redacted(logging.Formatter):
     """The full record, tracebacks included, with secret values replaced by `***`."""
 
@@ -66,6 +91,7 @@ def quiet_logs(stream: IO[str] | None = None, log_file: str | Path | None = None
     console = logging.StreamHandler(stream or sys.stderr)
     console.setLevel(logging.WARNING)
     console.setFormatter(OneLine())
+    console.addFilter(_not_core_chatter)
     detail = logging.FileHandler(path, encoding="utf-8", delay=True)
     detail.setLevel(logging.INFO)
     detail.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -74,4 +100,5 @@ def quiet_logs(stream: IO[str] | None = None, log_file: str | Path | None = None
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    _forward_core_logs()
     return path

@@ -16,11 +16,12 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Awaitable
 
 from temporalio.client import (
     Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowUpdateStage,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -83,17 +84,26 @@ class ChatSession:
         delay = 0.2
         while True:
             try:
-                reply = await self.handle.execute_update(DurableAgentWorkflow.send_message, UserMessage(text),
-                                                         id=message_id)
+                # First until the workflow has accepted the message (it is then in the event history) ...
+                update = await self.handle.start_update(
+                    DurableAgentWorkflow.send_message, UserMessage(text), id=message_id,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                    rpc_timeout=timedelta(seconds=max(1.0, deadline - time.monotonic())))
+                deadline = time.monotonic() + self.patience  # accepted: patience counts again for an outage
+                # ... then for as long as the turn takes (a real model, a human's approval: minutes).
+                reply = await update.result()
                 self.unconfirmed = None
                 return reply
             except WorkflowUpdateFailedError as err:  # the workflow answered: it refused this message
                 self.unconfirmed = None
                 cause = err.cause
                 raise ChatError(cause.message if isinstance(cause, ApplicationError) else str(cause)) from None
-            except WorkflowUpdateRPCTimeoutOrCancelledError:
+            except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+                if isinstance(err.__cause__, asyncio.CancelledError):
+                    raise err.__cause__  # the caller cancelled: stop, do not retry
                 waiting = ("no worker has taken the message yet: is a worker running? The message is kept by "
-                           "Temporal and will be answered when a worker is back")
+                           "Temporal and will be answered once a worker is back; sending it again will not "
+                           "run it twice")
             except RPCError as err:
                 if err.status == RPCStatusCode.NOT_FOUND:
                     self.unconfirmed = None
