@@ -4,6 +4,7 @@
     durable-agent server    # the embedded Temporal dev server with its Web UI, until Ctrl-C
     durable-agent worker    # a worker for a running server (--address, or TEMPORAL_ADDRESS)
     durable-agent bench     # what durability costs per chat turn, next to a plain loop (--json for machines)
+    durable-agent load      # many chats at once, worker kills: turns answered, lost, run twice; latency
 """
 
 from __future__ import annotations
@@ -122,6 +123,19 @@ async def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_load(args: argparse.Namespace) -> int:
+    from .load import run_load
+
+    try:
+        report = await run_load(args.chats, args.turns, args.kill_every,
+                                progress=lambda text: print(f"load: {text}", file=sys.stderr, flush=True))
+    except ValueError as err:
+        print(f"durable-agent load: {err}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.table(), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="durable-agent", description="A durable AI agent on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,8 +162,17 @@ def main(argv: list[str] | None = None) -> int:
                             "no-cache")
     bench.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
 
+    load = sub.add_parser("load", help="many chats at once against one worker process: turns answered, lost, "
+                                       "run twice, latency (optionally SIGKILLing the worker)")
+    load.add_argument("--chats", type=int, default=50, help="concurrent chats (default 50)")
+    load.add_argument("--turns", type=int, default=10, help="turns per chat (default 10)")
+    load.add_argument("--kill-every", type=float, default=None, metavar="SECONDS",
+                      help="SIGKILL the worker every SECONDS and start a new one (default: never)")
+    load.add_argument("--json", action="store_true", help="print the report as JSON")
+
     args = parser.parse_args(argv)
-    command = {"server": cmd_server, "worker": cmd_worker, "chat": cmd_chat, "bench": cmd_bench}[args.command]
+    command = {"server": cmd_server, "worker": cmd_worker, "chat": cmd_chat, "bench": cmd_bench,
+               "load": cmd_load}[args.command]
     try:
         code = asyncio.run(command(args))
     except KeyboardInterrupt:
