@@ -58,6 +58,8 @@ def test_bad_switches_get_a_clear_error_and_change_nothing(faults):
         faults.hang("plan")
     with pytest.raises(ValueError, match="skip must be a whole number of at least 0"):
         faults.hang("execute_tool", skip=-1)
+    with pytest.raises(ValueError, match="unknown activity type 'tool'"):
+        faults.hold("tool")
     assert faults.pending() == []
 
 
