@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypeVar
 
@@ -735,7 +736,9 @@ async def server_restart_mid_chat(db_file: str | os.PathLike[str], faults: Fault
     held (`faults.hold`), and while it runs the server is stopped and started again (same file, same port).
     The worker, in this process, stays up and reconnects by itself; the tool call is then let go, and the
     Update sent before the restart gets its reply. `faults` (default: the active fault directory) logs every
-    activity execution, so the report counts them."""
+    activity execution, so the report counts them. The worker sends heartbeats every 0.1 s (by default at
+    most every 80% of a heartbeat timeout), so what the server last heard of the call is fresh when it stops:
+    a restart shorter than the call's timeouts does not make the server give up on it."""
     from .config import settings
     from .server import free_port, start_temporal
     from .session import start_chat
@@ -751,7 +754,8 @@ async def server_restart_mid_chat(db_file: str | os.PathLike[str], faults: Fault
     port = free_port()
     temporal = await start_temporal(db_file=db_file, ui=False, port=port)
     restarted = None
-    worker = await start_worker(temporal.client, task_queue=task_queue)
+    worker = await start_worker(temporal.client, task_queue=task_queue,
+                                max_heartbeat_throttle_interval=timedelta(seconds=0.1))
     pending: asyncio.Task[Any] | None = None
     try:
         chat = await start_chat(temporal.client, task_queue=task_queue)

@@ -19,7 +19,7 @@ from durable_agent.faults import ENV_VAR, FaultLab, Faults, activity_runs, repla
 from durable_agent.llm import LLMConfig
 from durable_agent.session import open_chat, start_chat
 from durable_agent.worker import start_worker
-from durable_agent.workflow import DurableAgentWorkflow
+from durable_agent.workflow import PLAN_ACTIVITY, TOOL_ACTIVITY, DurableAgentWorkflow
 from fake_openai import FakeOpenAI, completion, error, tool_call
 
 
@@ -76,11 +76,12 @@ async def test_worker_sigkilled_mid_model_call_then_mid_tool_call(fault_lab, fau
     second = await fault_lab.crash_mid_turn("execute_tool")  # kills the worker that replaced the first
     print(f"\n{second}")
     assert second.killed_pid == first.new_pid != victim
-    for report, completed, interrupted, timeout in ((first, ["1", "2"], "3", "Heartbeat"),
-                                                    (second, ["1"], "2", "StartToClose")):
+    for report, completed, interrupted, options in ((first, ["1", "2"], "3", PLAN_ACTIVITY),
+                                                    (second, ["1"], "2", TOOL_ACTIVITY)):
         assert report.reply == "25 + 17 = 42."
-        # The server noticed the dead attempt by the activity's own timeout (PLAN_ACTIVITY heartbeats,
-        # TOOL_ACTIVITY has a short start_to_close): the history says so on the attempt that followed.
+        # The server noticed the dead attempt by the activity's own timeout (a heartbeat timeout if its options
+        # have one, else start_to_close): the history says so on the attempt that followed.
+        timeout = "Heartbeat" if "heartbeat_timeout" in options else "StartToClose"
         assert report.interrupted.activity_id == interrupted
         assert report.interrupted.last_failure == f"activity {timeout} timeout"
         assert report.completed_before_kill == completed and report.rerun_completed == []
