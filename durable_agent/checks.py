@@ -3,12 +3,19 @@
 A check runs the learner's code for real, against the lab's Temporal server, on a task queue of its own
 (so it never mixes with the notebook's worker). It never ends in a bare traceback: whatever the learner's
 code raises, or a workflow that never answers, becomes a "NOT YET" line that says what happened and what to
-try. The lines have one fixed shape, which `python -m durable_agent.exercises check FOLDER` reads back:
+try. What a criterion proves, it reads from the event history the server recorded (which activities were
+scheduled, with which input, on which attempt, after which signal), not from what the learner's code says
+about itself; the numbers a check uses (turns, keywords, timeouts) are the checker's, never the module's.
+
+An untouched exercise never shows PASS. A criterion that only guards what already worked before the
+learner's change (exercise 4's teammate code already moderates new chats) says so: KEPT, not PASS. The lines
+have one fixed shape, which `python -m durable_agent.exercises check FOLDER` reads back:
 
     PASS     [ex1] convert_units refuses bad input with ToolInputError
     NOT YET  [ex1] the agent calls convert_units for 'Please convert 10 km to miles.'
              the agent answered without calling convert_units: "Sorry, I didn't understand that. ..."
              hint: give teach_offline_model a trigger whose named groups are value, from_unit and to_unit
+    KEPT     [ex4] new chats still run the moderate step first (this worked before your change: keep it so)
 
 Learner modules (workflow code must live in a module, not in a cell) are written with `%%writefile
 my_code/NAME.py` after `prepare_workspace()`, and imported with `load_module("NAME")`.
@@ -32,19 +39,20 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ApplicationErrorCategory
 
 with workflow.unsafe.imports_passed_through():
-    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.enums.v1 import EventType, RetryState
     from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
     from temporalio.service import RPCError
     from temporalio.worker import Replayer, Worker
 
-    from .activities import ChatMessage
+    from .activities import Plan, ToolInput, ToolResult
     from .session import ChatSession
     from .tools import TOOLS, ToolInputError
-    from .workflow import AgentReply, ChatInput, DurableAgentWorkflow, Transcript
+    from .workflow import AgentReply, ChatInput, DurableAgentWorkflow
 
 WORKSPACE = "my_code"
 CHECK_TIMEOUT = 60.0  # seconds a check waits for one answer before reporting "not yet"
-RESULT_LINE = re.compile(r"^(PASS|NOT YET) +\[(ex\d+)\] (.*)$")
+RESULT_LINE = re.compile(r"^(PASS|NOT YET|KEPT) +\[(ex\d+)\] (.*)$")
+GUARD_NOTE = " (this worked before your change: keep it so)"
 
 
 @dataclass
@@ -54,11 +62,17 @@ class CheckResult:
     passed: bool
     problem: str = ""
     hint: str = ""
+    guard: bool = False  # the criterion was met before the learner's change; it checks nothing is broken
+
+    @property
+    def status(self) -> str:
+        return "NOT YET" if not self.passed else "KEPT" if self.guard else "PASS"
 
     def report(self) -> str:
+        title = self.title + (GUARD_NOTE if self.guard else "")
         if self.passed:
-            return f"PASS     [{self.exercise}] {self.title}"
-        lines = [f"NOT YET  [{self.exercise}] {self.title}", f"         {self.problem}"]
+            return f"{self.status:<8} [{self.exercise}] {title}"
+        lines = [f"NOT YET  [{self.exercise}] {title}", f"         {self.problem}"]
         if self.hint:
             lines.append(f"         hint: {self.hint}")
         return "\n".join(lines)
@@ -71,17 +85,19 @@ class NotYet(Exception):
     """Raised inside a check: the learner's code ran, and did not do what the exercise asks."""
 
 
-async def criterion(exercise: str, title: str, hint: str, test: Callable[[], Awaitable[None]]) -> CheckResult:
-    """Run one criterion: `test()` returns when it is met, or raises NotYet (or anything else) when not."""
+async def criterion(exercise: str, title: str, hint: str, test: Callable[[], Awaitable[None]],
+                    guard: bool = False) -> CheckResult:
+    """Run one criterion: `test()` returns when it is met, or raises NotYet (or anything else) when not.
+    `guard=True`: the criterion already held before the learner's change; met, it reports KEPT, not PASS."""
     try:
         await asyncio.wait_for(test(), CHECK_TIMEOUT)
-        result = CheckResult(exercise, title, True)
+        result = CheckResult(exercise, title, True, guard=guard)
     except NotYet as err:
-        result = CheckResult(exercise, title, False, str(err), hint)
+        result = CheckResult(exercise, title, False, str(err), hint, guard)
     except asyncio.TimeoutError:
-        result = CheckResult(exercise, title, False, f"no answer within {CHECK_TIMEOUT:.0f} s", hint)
+        result = CheckResult(exercise, title, False, f"no answer within {CHECK_TIMEOUT:.0f} s", hint, guard)
     except Exception as err:  # the learner's code raised: say what, in one line
-        result = CheckResult(exercise, title, False, f"your code raised {describe_error(err)}", hint)
+        result = CheckResult(exercise, title, False, f"your code raised {describe_error(err)}", hint, guard)
     RESULTS.append(result)
     print(result.report(), flush=True)
     return result
@@ -139,14 +155,62 @@ async def _events(handle: WorkflowHandle) -> list[Any]:
     return list((await handle.fetch_history()).events)
 
 
-def _scheduled_activities(events: list[Any]) -> list[tuple[str, bytes]]:
-    """(activity type, raw input) of every activity the workflow scheduled, in order."""
-    found = []
+@dataclass
+class RecordedActivity:
+    """One activity as the event history records it: what was asked, and how it ended."""
+
+    type: str
+    event_id: int  # of its ActivityTaskScheduled event
+    input: list[Any]  # payloads
+    schedule_to_close: float | None  # seconds, as the server enforces it (None: no limit)
+    outcome: str = "pending"  # "completed", "failed", "timed out", "canceled"
+    attempt: int = 0  # the last attempt (started event)
+    result: list[Any] = field(default_factory=list)  # payloads, when completed
+    retry_state: int | None = None  # when failed: why the server stopped retrying
+
+
+def _recorded_activities(events: list[Any]) -> list[RecordedActivity]:
+    found: dict[int, RecordedActivity] = {}
     for event in events:
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        if event.HasField("activity_task_scheduled_event_attributes"):
             attrs = event.activity_task_scheduled_event_attributes
-            found.append((attrs.activity_type.name, b"".join(p.data for p in attrs.input.payloads)))
-    return found
+            limit = attrs.schedule_to_close_timeout.ToTimedelta().total_seconds() \
+                if attrs.HasField("schedule_to_close_timeout") else 0.0
+            found[event.event_id] = RecordedActivity(attrs.activity_type.name, event.event_id,
+                                                     list(attrs.input.payloads), limit or None)
+        elif event.HasField("activity_task_started_event_attributes"):
+            attrs = event.activity_task_started_event_attributes
+            found[attrs.scheduled_event_id].attempt = attrs.attempt
+        elif event.HasField("activity_task_completed_event_attributes"):
+            attrs = event.activity_task_completed_event_attributes
+            found[attrs.scheduled_event_id].outcome = "completed"
+            found[attrs.scheduled_event_id].result = list(attrs.result.payloads)
+        elif event.HasField("activity_task_failed_event_attributes"):
+            attrs = event.activity_task_failed_event_attributes
+            found[attrs.scheduled_event_id].outcome = "failed"
+            found[attrs.scheduled_event_id].retry_state = attrs.retry_state
+        elif event.HasField("activity_task_timed_out_event_attributes"):
+            found[event.activity_task_timed_out_event_attributes.scheduled_event_id].outcome = "timed out"
+    return list(found.values())
+
+
+def _decode(client: Client, payloads: list[Any], type_: type) -> Any:
+    return client.data_converter.payload_converter.from_payloads(payloads, [type_])[0]
+
+
+def _tool_calls(client: Client, events: list[Any]) -> list[tuple[RecordedActivity, ToolInput]]:
+    """Every execute_tool activity the workflow scheduled, with the tool call it asked for."""
+    return [(a, _decode(client, a.input, ToolInput)) for a in _recorded_activities(events) if a.type == "execute_tool"]
+
+
+def _model_ended_the_chat(client: Client, events: list[Any]) -> bool:
+    """Whether any model call answered with end_chat (the model's goodbye rule), from the recorded results."""
+    return any(_decode(client, a.result, Plan).end_chat for a in _recorded_activities(events)
+               if a.type == "plan_next_action" and a.outcome == "completed")
+
+
+def _count(events: list[Any], event_type: int) -> int:
+    return sum(1 for e in events if e.event_type == event_type)
 
 
 async def _task_failure(handle: WorkflowHandle) -> str | None:
@@ -206,6 +270,13 @@ def _number(text: str) -> float:
     return float(match.group())
 
 
+def _is_number(text: str | None, expected: float) -> bool:
+    try:
+        return float(text or "") == expected
+    except ValueError:
+        return False
+
+
 async def check_new_tool(lab: Any, name: str = "convert_units") -> None:
     """Exercise 1: the tool converts correctly, refuses bad input clearly, and the agent calls it."""
 
@@ -238,11 +309,23 @@ async def check_new_tool(lab: Any, name: str = "convert_units") -> None:
                                                      task_queue=queue)
             chat = ChatSession(handle)
             reply = await _send(chat, "Please convert 10 km to miles.")
-            if name not in reply.tools_used:
+            await chat.end()
+            # What ran, from the history: an execute_tool activity for the tool, with the message's numbers.
+            calls = [(a, t.call) for a, t in _tool_calls(lab.client, await _events(handle)) if t.call.name == name]
+            if not calls:
                 raise NotYet(f"the agent answered without calling {name}: {reply.text[:80]!r}")
+            activity_, call = calls[0]
+            arguments = {k: str(v).strip().lower() for k, v in call.arguments.items()}
+            if not (_is_number(arguments.get("value"), 10.0) and arguments.get("from_unit") == "km"
+                    and arguments.get("to_unit") in ("mile", "miles")):
+                raise NotYet(f"{name} was called with {call.arguments}; expected value='10', from_unit='km', "
+                             "to_unit='miles'")
+            result = _decode(lab.client, activity_.result, ToolResult) if activity_.outcome == "completed" else None
+            if result is None or not result.ok or "6.21" not in result.output:
+                raise NotYet(f"the {name} activity did not return 6.21...: "
+                             f"{result.output if result else activity_.outcome!r}")
             if "6.21" not in reply.text:
                 raise NotYet(f"the agent called {name} but its answer does not say 6.21...: {reply.text!r}")
-            await chat.end()
 
         await _with_worker(lab.client, [DurableAgentWorkflow], body)
 
@@ -348,43 +431,58 @@ class FlakyModelWorkflow:
 
 
 async def check_retry_policy(lab: Any, options: dict[str, Any]) -> None:
-    """Exercise 2: the options survive a flaky API within the time budget and give up on a rejected key."""
+    """Exercise 2: the options survive a flaky API within the time budget and give up on a rejected key.
+    Each criterion runs the stand-in model call with the options and reads the activity's history."""
     budget = TIME_BUDGET.total_seconds()
 
-    async def run_flaky(failures: int, error_type: str) -> FlakyOutcome:
+    async def run_flaky(failures: int, error_type: str) -> RecordedActivity:
         spec = RetrySpec.from_options(options)
         if spec.start_to_close is None and spec.schedule_to_close is None:
             raise NotYet("the options have no timeout at all; Temporal needs start_to_close_timeout")
         queue = _queue()
         async with Worker(lab.client, task_queue=queue, workflows=[FlakyModelWorkflow],
                           activities=[flaky_model_call]):
+            handle = await lab.client.start_workflow(
+                FlakyModelWorkflow.run, FlakyCall(failures, error_type, spec), id=f"check-{uuid.uuid4()}",
+                task_queue=queue, execution_timeout=timedelta(seconds=20))
             try:
-                return await lab.client.execute_workflow(
-                    FlakyModelWorkflow.run, FlakyCall(failures, error_type, spec), id=f"check-{uuid.uuid4()}",
-                    task_queue=queue, execution_timeout=timedelta(seconds=20))
+                await handle.result()
             except WorkflowFailureError:
                 raise NotYet("the call was still being retried after 20 s") from None
+            recorded = [a for a in _recorded_activities(await _events(handle)) if a.type == "flaky_model_call"]
+        if len(recorded) != 1:
+            raise NotYet(f"expected one model call in the history, found {len(recorded)}")
+        return recorded[0]
 
     async def has_budget() -> None:
-        spec = RetrySpec.from_options(options)
-        if spec.schedule_to_close is None:
+        call = await run_flaky(0, "ServiceUnavailableError")
+        if RetrySpec.from_options(options).schedule_to_close is None:
             raise NotYet("there is no schedule_to_close_timeout: with the API down for good, the turn would "
                          "retry for ever instead of telling the user")
-        if spec.schedule_to_close > budget:
-            raise NotYet(f"schedule_to_close_timeout is {spec.schedule_to_close:g} s; the budget is {budget:g} s")
+        # What the server enforces, as it recorded it when the call was scheduled.
+        if call.schedule_to_close is None or call.schedule_to_close > budget:
+            limit = f"{call.schedule_to_close:g} s" if call.schedule_to_close else "no limit"
+            raise NotYet(f"the server holds the call to {limit} in all (schedule_to_close_timeout); "
+                         f"the budget is {budget:g} s")
 
     async def survives() -> None:
-        outcome = await run_flaky(3, "ServiceUnavailableError")
-        if not outcome.answered:
-            raise NotYet(f"the call gave up ({outcome.error}) before the API came back on attempt 4")
+        call = await run_flaky(3, "ServiceUnavailableError")
+        if call.outcome != "completed":
+            raise NotYet(f"the call gave up ({call.outcome} on attempt {call.attempt}) before the API came back "
+                         "on attempt 4")
+        if call.attempt != 4:
+            raise NotYet(f"the history says the call answered on attempt {call.attempt}, not 4")
 
     async def fails_fast() -> None:
-        outcome = await run_flaky(1000, "AuthenticationError")
-        if outcome.answered:
-            raise NotYet("the simulated AuthenticationError was never raised")
-        if outcome.attempts != 1:
-            raise NotYet(f"a rejected API key was tried {outcome.attempts or 'several'} times; retrying "
-                         "cannot fix it")
+        call = await run_flaky(1000, "AuthenticationError")
+        if call.outcome != "failed":
+            raise NotYet(f"the call with a rejected key ended {call.outcome}, not failed")
+        if call.attempt != 1:
+            raise NotYet(f"a rejected API key was tried {call.attempt} times; retrying cannot fix it")
+        if call.retry_state != RetryState.RETRY_STATE_NON_RETRYABLE_FAILURE:
+            why = RetryState.Name(call.retry_state or 0).removeprefix("RETRY_STATE_").replace("_", " ").lower()
+            raise NotYet(f"the server stopped after one attempt because of '{why}', not because the error is "
+                         "non-retryable: a flaky API would get no retries either")
 
     await criterion("ex2", f"the call has a time budget of at most {budget:g} s",
                     "set schedule_to_close_timeout: the total time for all attempts", has_budget)
@@ -404,35 +502,53 @@ async def _start_chat(lab: Any, workflow_class: type, queue: str, input: Any = N
     return ChatSession(handle)
 
 
-async def check_chat_ending(lab: Any, workflow_class: type, max_turns: int = 3, keyword: str = "stop") -> None:
-    """Exercise 3: the chat ends after `max_turns` turns or on `keyword`, and replays deterministically."""
+MAX_TURNS, KEYWORD = 3, "stop"  # exercise 3, as the notebook states it: the checker's numbers, not the module's
+
+
+async def _ended_by_the_workflow(lab: Any, handle: WorkflowHandle, turns: int) -> Any:
+    """The history of a chat that the workflow itself ended after `turns` turns: completed, with exactly that
+    many messages answered, no end_chat signal, and no model call that asked to end (the offline model's
+    goodbye rule). Raises NotYet saying which is missing."""
+    await _result(handle)
+    history = await handle.fetch_history()
+    events = list(history.events)
+    answered = _count(events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)
+    if answered != turns:
+        raise NotYet(f"the history shows {answered} messages answered before the chat ended, not {turns}")
+    if _count(events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED):
+        raise NotYet("the chat was ended by a signal, not by your workflow")
+    if _model_ended_the_chat(lab.client, events):
+        raise NotYet("the model ended the chat (its goodbye rule), not your workflow")
+    return history
+
+
+async def check_chat_ending(lab: Any, workflow_class: type) -> None:
+    """Exercise 3: the chat ends after MAX_TURNS turns or on the word KEYWORD, and replays deterministically."""
     histories: list[Any] = []
 
     async def after_turns() -> None:
         async def body(queue: str) -> None:
             chat = await _start_chat(lab, workflow_class, queue)
-            for turn in range(1, max_turns + 1):
+            for turn in range(1, MAX_TURNS + 1):
                 reply = await _send(chat, f"What is {turn} + {turn}?")
-                if reply.chat_ended and turn < max_turns:
-                    raise NotYet(f"the chat ended after {turn} turn(s), before {max_turns}")
+                if reply.chat_ended and turn < MAX_TURNS:
+                    raise NotYet(f"the chat ended after {turn} turn(s), before {MAX_TURNS}")
             if not reply.chat_ended:
-                raise NotYet(f"after {max_turns} turns the reply's chat_ended is still False")
-            transcript: Transcript = await _result(chat.handle)
-            if transcript.turns != max_turns:
-                raise NotYet(f"the transcript counts {transcript.turns} turns, not {max_turns}")
-            histories.append(await chat.handle.fetch_history())
+                raise NotYet(f"after {MAX_TURNS} turns the reply's chat_ended is still False")
+            histories.append(await _ended_by_the_workflow(lab, chat.handle, MAX_TURNS))
 
         await _with_worker(lab.client, [workflow_class], body)
 
     async def on_keyword() -> None:
         async def body(queue: str) -> None:
             chat = await _start_chat(lab, workflow_class, queue)
-            await _send(chat, "What is 2 + 2?")
-            reply = await _send(chat, f"Please {keyword} now")
+            first = await _send(chat, "What is 2 + 2?")
+            if first.chat_ended:
+                raise NotYet("the chat ended after 'What is 2 + 2?', which does not contain the word")
+            reply = await _send(chat, f"Please {KEYWORD} now")
             if not reply.chat_ended:
-                raise NotYet(f"the reply to 'Please {keyword} now' did not end the chat")
-            await _result(chat.handle)
-            histories.append(await chat.handle.fetch_history())
+                raise NotYet(f"the reply to 'Please {KEYWORD} now' did not end the chat")
+            histories.append(await _ended_by_the_workflow(lab, chat.handle, 2))
 
         await _with_worker(lab.client, [workflow_class], body)
 
@@ -444,10 +560,10 @@ async def check_chat_ending(lab: Any, workflow_class: type, max_turns: int = 3, 
             if error:
                 raise NotYet(f"replaying a finished chat fails: {error}")
 
-    await criterion("ex3", f"the chat ends by itself after {max_turns} turns",
+    await criterion("ex3", f"the chat ends by itself after {MAX_TURNS} turns",
                     "after super()._turn(...), compare the turn count with MAX_TURNS; set self._ended and "
                     "reply.chat_ended", after_turns)
-    await criterion("ex3", f"a message containing the word {keyword!r} ends the chat",
+    await criterion("ex3", f"a message containing the word {KEYWORD!r} ends the chat",
                     "look at the message text, which is part of the history (never at the clock)", on_keyword)
     await criterion("ex3", "the ending is deterministic: finished chats replay cleanly",
                     "decide only from the workflow's own state (turns, messages); no time, random or I/O",
@@ -457,8 +573,11 @@ async def check_chat_ending(lab: Any, workflow_class: type, max_turns: int = 3, 
 # --- exercise 4: a determinism bug -------------------------------------------------------------------------
 
 
-async def check_safe_upgrade(lab: Any, old_history: Any, workflow_class: type, step: bytes = b"moderate") -> None:
-    """Exercise 4: chats recorded on the old code replay with the new code, and new chats get the new step."""
+async def check_safe_upgrade(lab: Any, old_history: Any, workflow_class: type, step: str = "moderate") -> None:
+    """Exercise 4: chats recorded on the old code replay with the new code, and new chats get the new step.
+
+    The teammate's code already gives new chats the step, and they replay: those two criteria are guards
+    (KEPT when met), so an untouched notebook shows no PASS; the fix itself is the first criterion."""
     new_histories: list[Any] = []
 
     async def old_chats_replay() -> None:
@@ -472,12 +591,14 @@ async def check_safe_upgrade(lab: Any, old_history: Any, workflow_class: type, s
                                                      id=f"check-{uuid.uuid4()}", task_queue=queue)
             chat = ChatSession(handle)
             await _send(chat, "What is 2 + 2?")
-            activities = _scheduled_activities(await _events(handle))
             await chat.end()
             new_histories.append(await handle.fetch_history())
-            if not activities or step not in activities[0][1]:
-                raise NotYet(f"a new chat's first activity is {activities[0][0] if activities else 'none'}, "
-                             f"not the {step.decode()} step: keep the new step for new chats")
+            recorded = _recorded_activities(list(new_histories[-1].events))
+            first = recorded[0] if recorded else None
+            tool = _decode(lab.client, first.input, ToolInput).call.name if first and first.type == "execute_tool" else ""
+            if tool != step:
+                raise NotYet(f"a new chat's first activity is {tool or (first.type if first else 'none')}, "
+                             f"not the {step} step: keep the new step for new chats")
 
         await _with_worker(lab.client, [workflow_class], body)
 
@@ -490,10 +611,11 @@ async def check_safe_upgrade(lab: Any, old_history: Any, workflow_class: type, s
 
     await criterion("ex4", "a chat recorded on the old code replays on the new code",
                     "guard the new step with workflow.patched('some-id'): old histories skip it", old_chats_replay)
-    await criterion("ex4", f"new chats run the {step.decode()} step first",
-                    "do not delete the new step: wrap it in `if workflow.patched(...):`", new_chats_get_step)
-    await criterion("ex4", "new chats replay cleanly too",
-                    "the patch id must be the same string every time", new_chats_replay)
+    await criterion("ex4", f"new chats still run the {step} step first",
+                    "do not delete the new step: wrap it in `if workflow.patched(...):`", new_chats_get_step,
+                    guard=True)
+    await criterion("ex4", "new chats still replay cleanly",
+                    "the patch id must be the same string every time", new_chats_replay, guard=True)
 
 
 # --- exercise 5: human approval ----------------------------------------------------------------------------
@@ -511,33 +633,50 @@ async def _first_task_done(handle: WorkflowHandle) -> list[Any]:
         await asyncio.sleep(0.05)
 
 
+APPROVAL_WAIT_SECONDS = 1.0  # exercise 5's "nobody answers" request: the checker's timeout, not the module's
+
+
 async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_file") -> None:
-    """Exercise 5: the dangerous tool waits for an `approve` signal; yes runs it, no and silence do not."""
+    """Exercise 5: the dangerous tool waits for an `approve` signal; yes runs it, no and silence do not.
+    Whether the tool ran is read from the history (execute_tool activities), never from the outcome the
+    learner's workflow returns."""
 
     async def start(queue: str, timeout_seconds: float = 60.0) -> WorkflowHandle:
         request = module.ToolRequest(tool_name, {"path": "/tmp/report.txt"}, timeout_seconds)
         return await lab.client.start_workflow(module.GuardedToolWorkflow.run, request, id=f"check-{uuid.uuid4()}",
                                                task_queue=queue)
 
-    def tool_ran(events: list[Any]) -> bool:
-        return any(kind == "execute_tool" for kind, _ in _scheduled_activities(events))
+    def tool_runs(events: list[Any]) -> list[RecordedActivity]:
+        return [a for a, tool in _tool_calls(lab.client, events) if tool.call.name == tool_name]
 
     async def decide(handle: WorkflowHandle, approved: bool) -> None:
         try:
             await handle.signal("approve", module.Approval(approved, "teacher"))
         except RPCError:
-            pass  # the workflow finished without waiting for anyone: its outcome below says what it did
+            pass  # the workflow finished without waiting for anyone: its history below says what it did
+
+    def signalled_at(events: list[Any]) -> int | None:
+        return next((e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+                     and e.workflow_execution_signaled_event_attributes.signal_name == "approve"), None)
 
     async def waits() -> None:
         async def body(queue: str) -> None:
             handle = await start(queue)
-            events = await _first_task_done(handle)
-            if tool_ran(events):
+            if tool_runs(await _first_task_done(handle)):
                 raise NotYet(f"{tool_name} was scheduled before anyone approved it")
             await decide(handle, True)
-            outcome = await _result(handle)
-            if not outcome.ran or "deleted" not in outcome.output:
-                raise NotYet(f"after approval the tool did not run: {outcome}")
+            await _result(handle)
+            events = await _events(handle)
+            runs, signal = tool_runs(events), signalled_at(events)
+            if signal is None:
+                raise NotYet("the approve signal never reached the workflow: it had finished already")
+            if len(runs) != 1:
+                raise NotYet(f"after approval the history shows {len(runs)} {tool_name} activities, not exactly one")
+            if runs[0].event_id < signal:
+                raise NotYet(f"{tool_name} was scheduled before the approve signal arrived")
+            result = _decode(lab.client, runs[0].result, ToolResult) if runs[0].outcome == "completed" else None
+            if result is None or "deleted" not in result.output:
+                raise NotYet(f"the {tool_name} activity did not complete: {runs[0].outcome}")
 
         await _with_worker(lab.client, [module.GuardedToolWorkflow], body)
 
@@ -547,19 +686,29 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
             await _first_task_done(handle)
             await decide(handle, False)
             outcome = await _result(handle)
-            if outcome.ran or tool_ran(await _events(handle)):
+            events = await _events(handle)
+            if tool_runs(events):
                 raise NotYet("the tool ran although the reviewer said no")
-            if "teacher" not in outcome.output:
-                raise NotYet(f"the outcome does not say who rejected it: {outcome.output!r}")
+            if signalled_at(events) is None:
+                raise NotYet("the workflow finished without waiting for the reviewer's answer")
+            if "teacher" not in str(getattr(outcome, "output", outcome)):
+                raise NotYet(f"the outcome does not say who rejected it: {outcome!r}")
 
         await _with_worker(lab.client, [module.GuardedToolWorkflow], body)
 
     async def silence() -> None:
         async def body(queue: str) -> None:
-            handle = await start(queue, timeout_seconds=1.0)
-            outcome = await _result(handle, seconds=20)
-            if outcome.ran or tool_ran(await _events(handle)):
+            handle = await start(queue, timeout_seconds=APPROVAL_WAIT_SECONDS)
+            await _result(handle, seconds=20)
+            events = await _events(handle)
+            if tool_runs(events):
                 raise NotYet("the tool ran although nobody approved it")
+            timers = [e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+                      for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+            fired = _count(events, EventType.EVENT_TYPE_TIMER_FIRED)
+            if APPROVAL_WAIT_SECONDS not in timers or not fired:
+                raise NotYet(f"the workflow did not wait out the request's {APPROVAL_WAIT_SECONDS:g} s: the history "
+                             "has no timer of that length that fired")
 
         await _with_worker(lab.client, [module.GuardedToolWorkflow], body)
 
@@ -576,8 +725,12 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
 # --- exercise 6 (stretch): continue-as-new with a carried summary --------------------------------------------
 
 
-async def check_continue_as_new(lab: Any, workflow_class: type, turns_per_run: int = 3) -> None:
-    """Exercise 6: after `turns_per_run` turns the chat continues as new, carrying a summary, same chat id."""
+TURNS_PER_RUN = 3  # exercise 6: the checker's number, not the module's
+
+
+async def check_continue_as_new(lab: Any, workflow_class: type) -> None:
+    """Exercise 6: after TURNS_PER_RUN turns the chat continues as new, carrying a summary, same chat id.
+    Read from the histories: the first run ends in continue-as-new, and the new run's input is a summary."""
 
     async def continues() -> None:
         async def body(queue: str) -> None:
@@ -585,15 +738,26 @@ async def check_continue_as_new(lab: Any, workflow_class: type, turns_per_run: i
             first_run = chat.handle.result_run_id
             latest = lab.client.get_workflow_handle(chat.workflow_id)  # no run id: always the latest run
             session = ChatSession(latest)
-            for turn in range(1, turns_per_run + 1):
+            for turn in range(1, TURNS_PER_RUN + 1):
                 await _send(session, f"What is {turn} * 10?")
             if not await _new_run(latest, first_run):
-                raise NotYet(f"after {turns_per_run} turns the chat is still on its first run")
+                raise NotYet(f"after {TURNS_PER_RUN} turns the chat is still on its first run")
+            first_events = await _events(lab.client.get_workflow_handle(chat.workflow_id, run_id=first_run))
+            if _count(first_events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED):
+                raise NotYet("the first run completed instead of continuing as new")
+            answered = _count(first_events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)
+            if not _count(first_events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW):
+                raise NotYet("the first run ended without continuing as new")
+            if answered != TURNS_PER_RUN:
+                raise NotYet(f"the first run answered {answered} messages before continuing as new, "
+                             f"not {TURNS_PER_RUN}")
             reply = await _send(session, "What is 4 * 10?")
             if "40" not in reply.text:
                 raise NotYet(f"the new run did not answer the next message properly: {reply.text!r}")
-            history: list[ChatMessage] = await latest.query(DurableAgentWorkflow.history)
-            text = " ".join(m.content for m in history)
+            new_events = await _events(latest)
+            started = new_events[0].workflow_execution_started_event_attributes
+            carried: ChatInput = _decode(lab.client, list(started.input.payloads), ChatInput)
+            text = " ".join(m.content for m in carried.history)
             if "What is 1 * 10" in text:
                 raise NotYet("the new run still carries every old message; carry a short summary instead")
             if "summary" not in text.lower() or "30" not in text:
@@ -602,7 +766,7 @@ async def check_continue_as_new(lab: Any, workflow_class: type, turns_per_run: i
 
         await _with_worker(lab.client, [workflow_class], body)
 
-    await criterion("ex6", f"after {turns_per_run} turns the chat continues as new, carrying a summary",
+    await criterion("ex6", f"after {TURNS_PER_RUN} turns the chat continues as new, carrying a summary",
                     "in run(): wait for the turn limit and workflow.all_handlers_finished(), then "
                     "workflow.continue_as_new(ChatInput(history=[summary message]))", continues)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nbformat
 
-from .checks import RESULT_LINE
+from .checks import GUARD_NOTE, RESULT_LINE
 
 BEGIN, END, STUB = "# BEGIN SOLUTION", "# END SOLUTION", "#: "
 MD_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->\n?", re.S)
@@ -113,7 +113,8 @@ def generate(solutions: Path, exercises: Path, check_only: bool = False) -> list
 @dataclass
 class NotebookReport:
     name: str
-    results: list[tuple[str, str, bool, str]] = field(default_factory=list)  # (exercise, title, passed, why)
+    # (exercise, title, status, why): status PASS, NOT YET, or KEPT (a guard: it held before the learner's change)
+    results: list[tuple[str, str, str, str]] = field(default_factory=list)
     error: str = ""  # a cell that raised, or the notebook could not be run
 
     @property
@@ -122,12 +123,33 @@ class NotebookReport:
 
     @property
     def passed(self) -> int:
-        return sum(1 for r in self.results if r[2])
+        """Criteria met by the learner's work (a kept guard is not counted: it held before any work)."""
+        return sum(1 for r in self.results if r[2] == "PASS")
+
+    @property
+    def to_pass(self) -> int:
+        """Criteria that ask for the learner's work: all but the guards."""
+        return sum(1 for r in self.results if not r[1].endswith(GUARD_NOTE))
+
+    @property
+    def guards(self) -> tuple[int, int]:
+        """(kept, all) of the guards: criteria that held before the learner's change (KEPT, or NOT YET if broken)."""
+        guards = [r for r in self.results if r[1].endswith(GUARD_NOTE)]
+        return sum(1 for r in guards if r[2] == "KEPT"), len(guards)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.results) and not self.error and all(r[2] != "NOT YET" for r in self.results)
+
+    @property
+    def score(self) -> str:
+        kept, guards = self.guards
+        return f"{self.passed}/{self.to_pass}" + (f" +{kept}/{guards} kept" if guards else "")
 
     @property
     def first_problem(self) -> str:
-        for exercise, title, passed, why in self.results:
-            if not passed:
+        for exercise, title, status, why in self.results:
+            if status == "NOT YET":
                 return f"{title}: {why}" if why else title
         if self.error:
             return self.error
@@ -150,8 +172,8 @@ def read_results(notebook: nbformat.NotebookNode, name: str = "notebook") -> Not
                 match = RESULT_LINE.match(line)
                 if match:
                     detail = lines[number + 1].strip() if number + 1 < len(lines) and lines[number + 1].startswith(" ") else ""
-                    report.results.append((match.group(2), match.group(3), match.group(1) == "PASS",
-                                           "" if match.group(1) == "PASS" else detail))
+                    report.results.append((match.group(2), match.group(3), match.group(1),
+                                           detail if match.group(1) == "NOT YET" else ""))
     return report
 
 
@@ -183,7 +205,7 @@ def _clip(text: str, width: int) -> str:
 def format_table(reports: list[NotebookReport]) -> str:
     rows = [("submission", "exercise", "passed", "first problem")]
     for report in reports:
-        rows.append((report.name, report.exercise, f"{report.passed}/{len(report.results)}",
+        rows.append((report.name, report.exercise, report.score,
                      _clip(report.first_problem, 100) or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows)
@@ -230,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(reports))
         if args.json:
             args.json.write_text(json.dumps([asdict(r) for r in reports], indent=1), encoding="utf-8")
-        return 0 if all(r.results and r.passed == len(r.results) and not r.error for r in reports) else 1
+        return 0 if all(r.complete for r in reports) else 1
     except (SolutionMarkerError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ are read at the moment an activity runs, so they reach a worker in this process 
 
     faults = Faults.create()          # a fresh directory; sets DURABLE_AGENT_FAULTS here (children inherit it)
     faults.hang("execute_tool")       # the next tool call hangs, so a SIGKILL lands in the middle of it
+    faults.hold("execute_tool")       # the next tool call waits (alive, heartbeating) until faults.release()
     faults.model_outage(times=3)      # the offline model answers HTTP 503 three times
     faults.clear()                    # switches off; faults.executions() still lists what ran
 
@@ -29,8 +30,9 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypeVar
 
 from temporalio import activity
 from temporalio.client import WorkflowHistory
@@ -48,16 +50,17 @@ try:
 except ImportError:  # Windows: no file locks; one worker at a time is fine
     fcntl = None  # type: ignore[assignment]
 
+T = TypeVar("T")
 ENV_VAR = "DURABLE_AGENT_FAULTS"
-HANG, OUTAGE = "hang", "outage"
+HANG, HOLD, OUTAGE = "hang", "hold", "outage"
 HANG_SECONDS = 60.0  # a hang ends by itself after this (or when the server's timeout cancels the attempt)
 ACTIVITY_TYPES = ("plan_next_action", "execute_tool")
 
 
 @dataclass
 class Fault:
-    kind: str  # HANG (an activity blocks) or OUTAGE (the offline model fails)
-    target: str  # HANG: an activity type; OUTAGE: "model"
+    kind: str  # HANG (an activity blocks), HOLD (it waits for release()) or OUTAGE (the offline model fails)
+    target: str  # HANG, HOLD: an activity type; OUTAGE: "model"
     times: int = 1  # how many calls it hits
     skip: int = 0  # let this many calls through first
     status: int = 503  # OUTAGE: the HTTP status the offline model answers with
@@ -100,6 +103,21 @@ class Faults:
         if activity_type not in ACTIVITY_TYPES:
             raise ValueError(f"unknown activity type {activity_type!r}; the agent's are {', '.join(ACTIVITY_TYPES)}")
         self._add(Fault(HANG, activity_type, _at_least(1, times=times), _at_least(0, skip=skip)))
+
+    def hold(self, activity_type: str) -> None:
+        """The next call of `activity_type` waits, heartbeating, until `release()`; then it runs as usual.
+        Something can then happen while it is in flight (a server restart), and the call still completes."""
+        if activity_type not in ACTIVITY_TYPES:
+            raise ValueError(f"unknown activity type {activity_type!r}; the agent's are {', '.join(ACTIVITY_TYPES)}")
+        (self.path / "released").unlink(missing_ok=True)
+        self._add(Fault(HOLD, activity_type))
+
+    def release(self) -> None:
+        """Let a held call go on."""
+        (self.path / "released").write_text("")
+
+    def released(self) -> bool:
+        return (self.path / "released").exists()
 
     def model_outage(self, times: int, status: int = 503) -> None:
         """The offline model fails the next `times` calls as a provider would: HTTP `status` (503, 429...)."""
@@ -222,7 +240,7 @@ class _LogAndHang(ActivityInboundInterceptor):
         if faults is None:
             return await self.next.execute_activity(input)
         info = activity.info()
-        fault = faults.take(HANG, info.activity_type)
+        fault = faults.take(HANG, info.activity_type) or faults.take(HOLD, info.activity_type)
 
         def log(event: str, error: str | None = None) -> None:
             faults.record(Execution(event, info.activity_type, info.activity_id, info.attempt, info.workflow_id or "",
@@ -233,8 +251,10 @@ class _LogAndHang(ActivityInboundInterceptor):
             if fault:
                 deadline = time.monotonic() + HANG_SECONDS
                 while time.monotonic() < deadline:  # heartbeat, so only a real crash looks like one
+                    if fault.kind == HOLD and faults.released():
+                        break
                     activity.heartbeat()
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.1 if fault.kind == HOLD else 0.2)
             result = await self.next.execute_activity(input)
         except BaseException as err:
             log("failed", redact_secrets(getattr(err, "message", None) or f"{type(err).__name__}: {err}"))
@@ -254,6 +274,7 @@ class ActivityRun:
     outcome: str  # "completed", "failed", "timed out", "canceled" or "pending"
     attempt: int  # the attempt the history recorded (the last one)
     starts: int = 0  # real executions, from the execution log
+    last_failure: str = ""  # why the attempt before it ended (the history keeps it on the started event)
 
     def line(self, note: str = "") -> str:
         return (f"  #{self.activity_id} {self.activity:<17} ran {self.starts}x   "
@@ -269,6 +290,7 @@ def activity_runs(history: WorkflowHistory, executions: list[Execution] | None =
         elif event.HasField("activity_task_started_event_attributes"):
             attrs = event.activity_task_started_event_attributes
             runs[attrs.scheduled_event_id].attempt = attrs.attempt
+            runs[attrs.scheduled_event_id].last_failure = attrs.last_failure.message if attrs.HasField("last_failure") else ""
         for name, outcome in (("completed", "completed"), ("failed", "failed"), ("timed_out", "timed out"),
                               ("canceled", "canceled")):
             if event.HasField(f"activity_task_{name}_event_attributes"):
@@ -278,6 +300,29 @@ def activity_runs(history: WorkflowHistory, executions: list[Execution] | None =
     for run in runs.values():
         run.starts = starts[run.activity_id]
     return list(runs.values())
+
+
+async def watch_backoffs(handle: Any, until: Awaitable[T]) -> tuple[T, dict[tuple[str, int], float]]:
+    """Await `until` while reading, from the server, the back-off it applies before each activity retry.
+
+    While an activity waits for its next attempt, the server's description of the workflow lists it as a
+    pending activity whose `current_retry_interval` is the wait the retry policy gave that attempt: computed
+    by the server from the policy, not measured here. Returns `until`'s result and {(activity id, attempt):
+    seconds}. A back-off is at least the policy's initial interval (a second for the agent), and the
+    description is read every 50 ms, so none is missed."""
+    task = asyncio.ensure_future(until)
+    backoffs: dict[tuple[str, int], float] = {}
+    while not task.done():
+        try:
+            pending = (await handle.describe()).raw_description.pending_activities
+        except Exception:  # the server is busy or restarting: read again on the next round
+            pending = []
+        for info in pending:
+            if info.attempt > 1 and info.HasField("current_retry_interval"):
+                seconds = info.current_retry_interval.ToTimedelta().total_seconds()
+                backoffs.setdefault((info.activity_id, info.attempt), round(seconds, 1))
+        await asyncio.wait({task}, timeout=0.05)
+    return task.result(), backoffs
 
 
 def _model_error(error: str | None) -> str:
@@ -311,14 +356,23 @@ class CrashReport:
     ready_to_reply: float  # -> the pending Update returned (Temporal's recovery timers)
     kill_to_retry: float  # SIGKILL -> the interrupted activity ran again
 
+    @property
+    def interrupted(self) -> ActivityRun | None:
+        return next((r for r in self.runs if r.activity_id not in self.completed_before_kill and r.starts > 1), None)
+
     def __str__(self) -> str:
         notes = {i: "   <- completed before the crash: not run again" for i in self.completed_before_kill}
-        notes.update({r.activity_id: "   <- interrupted by the kill, run again" for r in self.runs
-                      if r.activity_id not in notes and r.starts > 1})
+        interrupted = self.interrupted
+        if interrupted:
+            notes[interrupted.activity_id] = "   <- interrupted by the kill, run again"
         return "\n".join([
             f"SIGKILL to worker pid {self.killed_pid} during {self.during}; restarted it as pid {self.new_pid}.",
             f"Agent (the same Update, never re-sent): {self.reply}",
-            f"Restart -> worker ready {_seconds(self.restart_to_ready)}, ready -> reply "
+            (f"The server gave up on the dead attempt of #{interrupted.activity_id} when it timed out "
+             f"({interrupted.last_failure!r}), then retried it." if interrupted else
+             "No activity was interrupted."),
+            # The only line that changes from run to run (nbval's sanitize file blanks it).
+            f"Measured on this machine: restart -> worker ready {_seconds(self.restart_to_ready)}, ready -> reply "
             f"{_seconds(self.ready_to_reply)}; the interrupted activity ran again {_seconds(self.kill_to_retry)} "
             "after the kill.",
             "This turn's activities (executions counted by the log, outcome recorded in the event history):",
@@ -330,12 +384,24 @@ class CrashReport:
 @dataclass
 class OutageReport:
     reply: str
-    attempts: list[tuple[int, float, str]]  # (attempt, seconds after the first, outcome) of the first model call
+    # (attempt, back-off before it in seconds as the server applied it, outcome) of the first model call
+    attempts: list[tuple[int, float | None, str]]
+    error: str | None = None  # the reply is an error: every attempt the retry policy allows has failed
+    workflow_id: str = ""
+
+    @property
+    def backoffs(self) -> list[float | None]:
+        return [backoff for n, backoff, _ in self.attempts if n > 1]
 
     def __str__(self) -> str:
+        def after(n: int, backoff: float | None) -> str:
+            if n == 1:
+                return ""
+            return f" after a back-off of {backoff:g} s" if backoff is not None else " after a back-off (not seen)"
+
         return "\n".join([
             "The first planning activity (the model call), attempt by attempt:",
-            *(f"  attempt {n} at +{_seconds(t)}: {outcome}" for n, t, outcome in self.attempts),
+            *(f"  attempt {n}{after(n, backoff)}: {outcome}" for n, backoff, outcome in self.attempts),
             f"Agent: {self.reply}",
         ])
 
@@ -462,13 +528,14 @@ class FaultLab:
         if failures:
             self.faults.model_outage(failures, status)
         chat = await self.new_chat()
-        reply = await chat.send(question)
+        reply, backoffs = await watch_backoffs(chat.handle, chat.send(question))
         plans = [e for e in self.faults.executions(chat.workflow_id) if e.activity == "plan_next_action"]
-        first = [e for e in plans if e.activity_id == plans[0].activity_id]
-        starts = {e.attempt: e.t for e in first if e.event == "start"}
-        ends = {e.attempt: ("ok" if e.event == "done" else f"failed: {_model_error(e.error)}") for e in first
-                if e.event != "start"}
-        return OutageReport(reply.text, [(n, starts[n] - starts[1], ends.get(n, "?")) for n in sorted(starts)])
+        first = plans[0].activity_id if plans else ""
+        attempts = sorted({e.attempt for e in plans if e.activity_id == first and e.event == "start"})
+        ends = {e.attempt: ("ok" if e.event == "done" else f"failed: {_model_error(e.error)}") for e in plans
+                if e.activity_id == first and e.event != "start"}
+        return OutageReport(reply.text, [(n, backoffs.get((first, n)), ends.get(n, "?")) for n in attempts],
+                            reply.error, chat.workflow_id)
 
     async def start_buggy_turn(self, tools_module: str, question: str, failures: int = 2,
                                in_kernel: bool = False) -> BuggyTurn:
@@ -639,55 +706,88 @@ def _quiet_logs() -> Iterator[None]:
 @dataclass
 class ServerRestartReport:
     first_reply: str
-    history_before: int
-    history_after: int
-    intact: bool
+    in_flight: str  # the activity id of the tool call that was running while the server was down
+    messages_before: int  # the conversation (a query) just before the server was stopped
+    intact: bool  # the event history read from the restarted server equals the one read before the stop
     second_reply: str
     turns: int
+    runs: list[ActivityRun]  # every activity of the chat, with its real executions counted
     restart_seconds: float
 
     def __str__(self) -> str:
+        note = {self.in_flight: "   <- running while the server was down: ran once, its result kept"}
         return "\n".join([
-            f"Before the restart  Agent: {self.first_reply}",
-            f"Server stopped, then started again on the same SQLite file ({_seconds(self.restart_seconds)}).",
-            f"History: {self.history_before} messages before, {self.history_after} after; identical: {self.intact}",
-            f"After the restart   Agent: {self.second_reply}",
+            f"Turn 1             Agent: {self.first_reply}",
+            f"Turn 2: the server was stopped while tool call #{self.in_flight} was running, then started again "
+            "on the same SQLite file. The worker stayed up.",
+            f"Event history read after the restart identical to the one before: {self.intact} "
+            f"(the conversation so far: {self.messages_before} messages)",
+            f"Turn 2 (the same Update, never re-sent)   Agent: {self.second_reply}",
+            "The chat's activities (executions counted by the log, outcome recorded in the event history):",
+            *(r.line(note.get(r.activity_id, "")) for r in self.runs),
             f"Turns in this chat: {self.turns}",
         ])
 
 
-async def server_restart_mid_chat(db_file: str | os.PathLike[str], questions: tuple[str, str] = (
-        "What is 25 + 17?", "And what is 6 * 7?"), task_queue: str = "fault-lab-restart") -> ServerRestartReport:
-    """A chat on an embedded server persisted to `db_file`; the server is stopped and started again (same
-    file, same port) between two turns. The worker runs in this process and is restarted with the server."""
+async def server_restart_mid_chat(db_file: str | os.PathLike[str], faults: Faults | None = None,
+                                  questions: tuple[str, str] = ("What is 25 + 17?", "And what is 6 * 7?"),
+                                  task_queue: str = "fault-lab-restart") -> ServerRestartReport:
+    """A chat on an embedded server persisted to `db_file`. Turn 1 runs normally; in turn 2 the tool call is
+    held (`faults.hold`), and while it runs the server is stopped and started again (same file, same port).
+    The worker, in this process, stays up and reconnects by itself; the tool call is then let go, and the
+    Update sent before the restart gets its reply. `faults` (default: the active fault directory) logs every
+    activity execution, so the report counts them. The worker sends heartbeats every 0.1 s (by default at
+    most every 80% of a heartbeat timeout), so what the server last heard of the call is fresh when it stops:
+    a restart shorter than the call's timeouts does not make the server give up on it."""
     from .config import settings
     from .server import free_port, start_temporal
-    from .session import open_chat, start_chat
+    from .session import start_chat
     from .worker import start_worker
 
     if settings().temporal_address:
         raise RuntimeError("this experiment restarts the embedded server; unset TEMPORAL_ADDRESS to run it")
+    faults = faults or current()
+    if faults is None:
+        raise RuntimeError("this experiment needs a fault directory (Faults.create()): it holds the tool call "
+                           "and counts executions")
+    saved, os.environ[ENV_VAR] = os.environ.get(ENV_VAR), str(faults.path)  # the worker below reads it
     port = free_port()
     temporal = await start_temporal(db_file=db_file, ui=False, port=port)
-    worker = await start_worker(temporal.client, task_queue=task_queue)
+    restarted = None
+    worker = await start_worker(temporal.client, task_queue=task_queue,
+                                max_heartbeat_throttle_interval=timedelta(seconds=0.1))
+    pending: asyncio.Task[Any] | None = None
     try:
         chat = await start_chat(temporal.client, task_queue=task_queue)
         first = await chat.send(questions[0])
-        before = await chat.history()
-    finally:
-        await worker.stop()
+        faults.hold("execute_tool")
+        pending = asyncio.create_task(chat.send(questions[1]))
+        await faults.wait_for(lambda ex: any(e.fault == HOLD and e.workflow_id == chat.workflow_id for e in ex))
+        held = next(e for e in faults.executions(chat.workflow_id) if e.fault == HOLD)
+        messages_before = len(await chat.history())
+        events_before = list((await chat.handle.fetch_history()).events)
         await temporal.shutdown()
-    started = time.monotonic()
-    temporal = await start_temporal(db_file=db_file, ui=False, port=port)
-    restart_seconds = time.monotonic() - started
-    worker = await start_worker(temporal.client, task_queue=task_queue)
-    try:
-        chat = open_chat(temporal.client, chat.workflow_id)  # only the id survives in our hands
-        after = await chat.history()
-        second = await chat.send(questions[1])
+        started = time.monotonic()
+        restarted = await start_temporal(db_file=db_file, ui=False, port=port)
+        restart_seconds = time.monotonic() - started
+        handle = restarted.client.get_workflow_handle(chat.workflow_id)  # only the id survives in our hands
+        intact = list((await handle.fetch_history()).events) == events_before
+        faults.release()
+        second = await pending  # sent before the restart, answered after it
         turns = (await chat.status()).turns
+        runs = activity_runs(await handle.fetch_history(), faults.executions(chat.workflow_id))
     finally:
+        faults.release()
+        faults.clear()
+        if pending is not None and not pending.done():
+            pending.cancel()
         await worker.stop()
         await temporal.shutdown()
-    return ServerRestartReport(first.text, len(before), len(after), after == before, second.text, turns,
+        if restarted is not None:
+            await restarted.shutdown()
+        if saved is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = saved
+    return ServerRestartReport(first.text, held.activity_id, messages_before, intact, second.text, turns, runs,
                                restart_seconds)

@@ -1,4 +1,9 @@
-"""Shared fixtures: one real embedded Temporal dev server for the whole test session."""
+"""Shared fixtures: one real embedded Temporal dev server for the whole test session.
+
+Tests marked `ci_required` (the real browser, the Web UI through jupyter-server-proxy) skip with the reason
+on a machine that lacks what they need; under CI (`CI=true`) such a skip fails the run instead, with the same
+reason, so CI can never be green without them.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,24 @@ from durable_agent.session import start_chat  # noqa: E402
 from durable_agent.worker import start_worker  # noqa: E402
 from durable_agent.workflow import DurableAgentWorkflow  # noqa: E402
 from fake_openai import FAKE_API_KEY, FakeOpenAI  # noqa: E402
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ci_required: may skip on a developer's machine, never under CI=true")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    if report.skipped and under_ci() and item.get_closest_marker("ci_required") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid} must run under CI (CI=true) but was skipped: {reason}"
+    return report
 
 
 @pytest.fixture(scope="session")

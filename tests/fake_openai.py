@@ -1,14 +1,15 @@
 """A local HTTP server that speaks the OpenAI chat-completions protocol, for tests without internet.
 
-Each request to POST /v1/chat/completions takes the next scripted `Reply` (status, JSON body, delay).
-Requests are recorded (path, headers, JSON body) so tests can check what the client really sent.
+Each request to POST /v1/chat/completions takes the next scripted `Reply` (status, JSON body). A reply made
+with `held()` is not sent until the test calls `.release()`: a model call that stays in flight exactly as
+long as the test needs, never for a guessed number of seconds. Requests are recorded (path, headers, JSON
+body) so tests can check what the client really sent.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,11 +18,23 @@ from typing import Any
 FAKE_API_KEY = "sk-test-SECRET-0123456789abcdef"  # looks like a key: tests check it never leaks
 
 
+HOLD_LIMIT = 120.0  # a held reply is sent anyway after this, so a failing test cannot leave a thread behind
+
+
 @dataclass
 class Reply:
     status: int = 200
     body: dict[str, Any] | None = None
-    delay: float = 0.0
+    gate: threading.Event | None = None  # set: the reply is sent; unset: the request waits
+
+    def held(self) -> "Reply":
+        """This reply, sent only once `release()` is called."""
+        self.gate = threading.Event()
+        return self
+
+    def release(self) -> None:
+        if self.gate is not None:
+            self.gate.set()
 
 
 def completion(content: str | None = None, tool_calls: list[dict[str, Any]] | None = None) -> Reply:
@@ -47,7 +60,7 @@ def error(status: int, message: str = "error") -> Reply:
 class FakeOpenAI:
     replies: list[Reply] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
-    request_times: list[float] = field(default_factory=list)
+    held: list[Reply] = field(default_factory=list)  # held replies whose request has arrived
 
     def __post_init__(self) -> None:
         fake = self
@@ -57,9 +70,10 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
-                fake.request_times.append(time.monotonic())
                 reply = fake.replies.pop(0) if fake.replies else error(500, "no scripted reply left")
-                time.sleep(reply.delay)
+                if reply.gate is not None:
+                    fake.held.append(reply)
+                    reply.gate.wait(HOLD_LIMIT)
                 data = json.dumps(reply.body or {}).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
@@ -79,5 +93,7 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def close(self) -> None:
+        for reply in self.held:
+            reply.release()
         self.server.shutdown()
         self.server.server_close()

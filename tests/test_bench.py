@@ -50,15 +50,16 @@ def test_counts_match_the_turns(report):
         assert (local.activities, local.local_activities) == (n, n + 1)
 
 
-def test_durable_costs_more_than_plain_and_overheads_add_up(report):
+def test_overheads_are_computed_from_the_series(report):
+    # Which loop is faster is what the benchmark measures, not something to assert on three samples of a
+    # busy machine; what must hold is that each figure is computed from the series it names.
     model = llm.LLMConfig().model
     assert len(report.overheads) == len(report.series) - len(TURNS)
     for o in report.overheads:
         loop, plain = report.get(o.loop, model, o.tools), report.get("plain", model, o.tools)
-        assert loop.stats.p50 >= plain.stats.p50 and loop.stats.mean >= plain.stats.mean
         assert o.per_turn_ms == pytest.approx(loop.stats.p50 - plain.stats.p50)
         assert o.per_step_ms == pytest.approx(o.per_turn_ms / loop.steps)
-        assert o.ratio_to_plain == pytest.approx(loop.stats.p50 / plain.stats.p50) and o.ratio_to_plain >= 1
+        assert o.ratio_to_plain == pytest.approx(loop.stats.p50 / plain.stats.p50)
         assert o.ratio_to_model == pytest.approx(o.per_turn_ms / plain.model_ms.p50)
     for s in report.series:
         if s.loop == "plain":

@@ -1,27 +1,33 @@
 """Binder: the configuration in binder/, and the Temporal UI served through jupyter-server-proxy.
 
-mybinder.org itself cannot run here; what can be checked is checked: the requirements Binder installs are the
-course's lock plus pinned extras, and under JupyterHub the embedded server's UI answers at the proxied path.
-Building a fresh environment from binder/ and running every notebook in it takes minutes, so it runs only with
+mybinder.org itself cannot run here; what can be checked is checked: Binder installs the course's lock, and
+under JupyterHub the embedded server's UI answers through a real Jupyter server's jupyter-server-proxy route,
+in the course's own environment, on every run (under CI=true it cannot be skipped). Building a fresh
+environment from binder/ and running every notebook in it takes minutes, so that runs only with
 DURABLE_AGENT_BINDER_VENV=1 (pip's cache makes the second build faster).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import secrets
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from durable_agent.server import proxied_ui_path, start_temporal
+from durable_agent.server import free_port, proxied_ui_path, start_temporal
+from durable_agent.session import start_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
+PREFIX = "/user/ada/"  # what JupyterHub puts in JUPYTERHUB_SERVICE_PREFIX
 
 
 def requirement_lines(path: Path) -> list[str]:
@@ -29,14 +35,13 @@ def requirement_lines(path: Path) -> list[str]:
             if line.split("#", 1)[0].strip()]
 
 
-def test_binder_installs_the_lock_plus_pinned_extras():
+def test_binder_installs_the_lock_which_has_the_proxy():
     lines = requirement_lines(BINDER / "requirements.txt")
     assert "-r ../requirements.lock" in lines, "Binder installs the course's own pins"
     locked = {re.split(r"[=<>;\[ ]", line, 1)[0].lower().replace("_", "-")
               for line in requirement_lines(ROOT / "requirements.lock") if not line.startswith("-")}
-    extras = [line for line in lines if not line.startswith("-")]
-    assert any(line.startswith("jupyter-server-proxy==") for line in extras), "the UI is proxied through Jupyter"
-    for line in extras:
+    assert "jupyter-server-proxy" in locked, "the UI is proxied through Jupyter, and the test below needs it"
+    for line in (line for line in lines if not line.startswith("-")):  # Binder-only extras, should any come back
         name, _, version = line.partition("==")
         assert version and re.fullmatch(r"[\w.]+", version), f"{line!r} is not pinned with =="
         assert name.lower() not in locked, f"{name} is pinned in requirements.lock already"
@@ -62,25 +67,83 @@ def test_proxied_ui_path():
     assert proxied_ui_path(8233, {"JUPYTERHUB_SERVICE_PREFIX": "/"}) == "/proxy/absolute/8233"
 
 
-async def test_under_jupyterhub_the_ui_answers_at_the_proxied_path(monkeypatch):
-    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
-    temporal = await start_temporal()
+# --- the Web UI through a real Jupyter server with jupyter-server-proxy ---------------------------------------
+
+
+def _get(url: str, token: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read().decode(errors="replace")
+
+
+async def _get_when_up(url: str, jupyter: dict, timeout: float = 120) -> tuple[int, str]:
+    """GET `url` as soon as it answers (Jupyter starting; the UI's first seconds of 503). The deadline only
+    ends a test whose server never comes up: nothing is asserted about how long anything took."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await asyncio.to_thread(_get, url, jupyter["token"])
+        except OSError as err:
+            if jupyter["process"].poll() is not None or time.monotonic() > deadline:
+                log = jupyter["log"].read_text(errors="replace")[-3000:]
+                pytest.fail(f"{url} did not answer ({err}); the Jupyter server's log:\n{log}")
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def jupyter_server(tmp_path, monkeypatch):
+    """A real Jupyter server under a JupyterHub-like prefix, with jupyter-server-proxy loaded as on Binder."""
+    try:
+        import jupyter_server_proxy  # noqa: F401
+    except ImportError as err:
+        pytest.skip(f"jupyter-server-proxy is not installed ({err}); it is in requirements.lock")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", PREFIX)  # as JupyterHub sets it for the kernel
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**os.environ, **{name: str(tmp_path / name.lower()) for name in (
+        "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}}
+    log = tmp_path / "jupyter.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "server", "--no-browser", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.base_url={PREFIX}",
+             f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True", f"--ServerApp.root_dir={tmp_path}"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield {"base": f"http://127.0.0.1:{port}", "token": token, "process": process, "log": log}
+    finally:
+        process.terminate()  # by its own pid
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.ci_required
+async def test_the_ui_answers_through_jupyter_server_proxy(jupyter_server, task_queue):
+    base = jupyter_server["base"]
+    assert (await _get_when_up(f"{base}{PREFIX}api/status", jupyter_server))[0] == 200
+    temporal = await start_temporal()  # under JUPYTERHUB_SERVICE_PREFIX: the UI is told its proxied path
     try:
         path = temporal.ui_url
         port = int(path.rsplit("/", 1)[1])
-        assert path == f"/user/ada/proxy/absolute/{port}"
-        assert temporal.workflow_url("chat-1") == f"{path}/namespaces/default/workflows/chat-1"
-        page = ""
-        for _ in range(100):  # the UI starts a moment after the server
-            try:
-                page = await asyncio.to_thread(
-                    lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}{path}/", timeout=5).read().decode())
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        assert path == f"{PREFIX}proxy/absolute/{port}"
         # jupyter-server-proxy's "absolute" route forwards the full path, so the UI must serve its pages and
         # assets under it; it does because the server was started with --ui-public-path.
-        assert f'href="{path}/_app/' in page
+        status, page = await _get_when_up(f"{base}{path}/", jupyter_server)
+        assert status == 200 and f'href="{path}/_app/' in page
+        asset = re.search(r'href="([^"]+[.]js)"', page)
+        assert asset and asset.group(1).startswith(f"{path}/_app/"), page[:2000]
+        assert (await _get_when_up(f"{base}{asset.group(1)}", jupyter_server))[0] == 200
+        # The UI's API, through the proxy, reads the real server: a chat started here is listed there.
+        chat = await start_chat(temporal.client, task_queue=task_queue)
+        assert temporal.workflow_url(chat.workflow_id) == f"{path}/namespaces/default/workflows/{chat.workflow_id}"
+        listed: list[str] = []
+        while chat.workflow_id not in listed:  # the server's visibility store lists it a moment after the start
+            status, body = await _get_when_up(f"{base}{path}/api/v1/namespaces/default/workflows", jupyter_server)
+            assert status == 200
+            listed = [w["execution"]["workflowId"] for w in json.loads(body).get("executions") or []]
+            await asyncio.sleep(0.1)
     finally:
         await temporal.shutdown()
 
@@ -98,50 +161,8 @@ def test_a_fresh_environment_from_binder_runs_every_notebook(tmp_path):
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                     "-r", "binder/requirements.txt"], cwd=ROOT, env=env, check=True)
     subprocess.run(["bash", "binder/postBuild"], cwd=ROOT, env=env, check=True)
-    result = subprocess.run([python, "-m", "pytest", "notebooks", "-q", "-p", "no:cacheprovider"],
+    # Every notebook, and the Web UI through jupyter-server-proxy (the test above), in the fresh environment.
+    result = subprocess.run([python, "-m", "pytest", "notebooks", "tests/test_binder.py", "-q", "-p",
+                             "no:cacheprovider", "-k", "not fresh_environment"],
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    # The Web UI through jupyter-server-proxy, as on Binder: a Jupyter server under a JupyterHub-like prefix.
-    proxy = subprocess.run([python, "-c", PROXY_CHECK], cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=180)
-    assert proxy.returncode == 0 and "index 200 True, asset 200, api 200" in proxy.stdout, proxy.stdout + proxy.stderr
-
-
-PROXY_CHECK = r"""
-import asyncio, os, re, subprocess, sys, time, urllib.request
-os.environ["JUPYTERHUB_SERVICE_PREFIX"] = "/user/test/"
-from durable_agent.server import free_port, start_temporal
-
-def get(url):
-    request = urllib.request.Request(url, headers={"Authorization": "token secret"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, response.read().decode(errors="replace")
-
-def get_when_up(url):
-    for _ in range(150):
-        try:
-            return get(url)
-        except OSError:
-            time.sleep(0.2)
-    return get(url)
-
-async def main():
-    port = free_port()
-    jupyter = subprocess.Popen([sys.executable, "-m", "jupyter", "server", "--no-browser", f"--port={port}",
-                                "--ServerApp.base_url=/user/test/", "--IdentityProvider.token=secret",
-                                "--allow-root"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    temporal = await start_temporal()
-    try:
-        base = f"http://127.0.0.1:{port}{temporal.ui_url}"
-        status, page = get_when_up(base + "/")
-        asset = re.search(r'href="([^"]+[.]js)"', page).group(1)
-        api = get_when_up(base + "/api/v1/namespaces/default/workflows")[0]
-        print(f'index {status} {chr(34).join(["href=", temporal.ui_url + "/_app/"]) in page}, '
-              f'asset {get(f"http://127.0.0.1:{port}{asset}")[0]}, api {api}')
-    finally:
-        await temporal.shutdown()
-        jupyter.terminate()
-        jupyter.wait()
-
-asyncio.run(main())
-"""

@@ -1,7 +1,8 @@
 """The chat box's logic, driven through its widgets (no browser), against the real embedded server.
 
 A test types into `box.text`, clicks `box.send_button` (its real click handlers run), then awaits the
-background task. The slow model of the status test is the local OpenAI-protocol server with a delay.
+background task. The slow model of the status test is the local OpenAI-protocol server holding its reply
+until the test releases it: nothing depends on how fast this machine is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from durable_agent.session import start_chat
 from durable_agent.worker import start_worker
 from durable_agent.workflow import MAX_MESSAGE_CHARS
 from fake_openai import FAKE_API_KEY, completion, error, tool_call
+from server_state import until_a_workflow_task_waits
 
 TURN_42 = [("user", "What is 25 + 17?"), ("tool", "→ calculator(expression='25 + 17')"), ("tool", "← 42"),
            ("agent", "25 + 17 = 42.")]
@@ -121,21 +123,19 @@ async def test_bad_arguments_get_clear_errors(temporal):
 
 
 async def test_status_while_a_turn_is_in_flight_and_a_busy_agent(fake, provider_chat):
-    slow_plan = completion(tool_calls=[tool_call("calculator", '{"expression": "25 + 17"}')])
-    slow_plan.delay = 3.0  # the model "thinks" for three seconds
-    fake.replies += [slow_plan, completion("25 + 17 is 42.")]
+    slow_plan = completion(tool_calls=[tool_call("calculator", '{"expression": "25 + 17"}')]).held()
+    fake.replies += [slow_plan, completion("25 + 17 is 42.")]  # the model "thinks" until released below
     box = await chat_box(provider_chat, poll_seconds=0.05)
     box.text.value = "What is 25 + 17?"
     box.send_button.click()
-    seen = set()
     while "thinking" not in box.status.value:  # the poller shows the workflow's status query
-        assert fake.replies or len(fake.requests) < 2, "the turn finished and the status never said thinking"
-        seen.add(box.status.value)
         await asyncio.sleep(0.01)
     # While the agent thinks, a second message is refused by the workflow and shown as an error.
     await box.send("And 1 + 1?")
     assert box.entries[-1] == ("error", "the agent is still working on the previous message; "
                                         "send this one when it has replied")
+    assert fake.held == [slow_plan] and len(fake.requests) == 1  # the first model call is still in flight
+    slow_plan.release()
     await box.wait()
     assert box.entries == [("user", "What is 25 + 17?"), ("user", "And 1 + 1?"),
                            ("error", "the agent is still working on the previous message; "
@@ -182,7 +182,7 @@ async def test_a_message_waits_for_a_worker_and_then_gets_its_reply(temporal, ta
     await worker.stop()
     box.text.value = "What is 6 * 7?"
     box.send_button.click()
-    await asyncio.sleep(1)  # no worker: no reply can come, however long we wait
+    await until_a_workflow_task_waits(chat.handle)  # the message reached the server; no worker takes it
     assert box.entries == [("user", "What is 6 * 7?")] and "waiting for the agent" in box.status.value
     replacement = await start_worker(temporal.client, task_queue=task_queue)
     try:

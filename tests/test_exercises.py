@@ -2,22 +2,27 @@
 
 The solution notebooks themselves run under nbval (`solutions` is in pytest's testpaths). Here the exercise
 notebooks, as generated, are executed for real (a fresh kernel, a real Temporal server each) and each check
-must report "not yet" for the expected reason: the checks can fail, and say why.
+must report "not yet" for the expected reason: the checks can fail, and say why. No untouched exercise shows
+PASS; a guard (a criterion that held before the learner's change) shows KEPT. Learner code that only claims
+success (an outcome that says the tool ran) or lets the model end the chat is caught from the event history.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
 
-from durable_agent import exercises
-from durable_agent.checks import CheckResult
+from durable_agent import checks, exercises
+from durable_agent.checks import GUARD_NOTE, CheckResult, NotYet
 from durable_agent.exercises import SolutionMarkerError, strip_code
 from durable_agent.llm import TAUGHT_TOOLS, extract_tool_calls, teach_offline_model
 
@@ -26,14 +31,15 @@ SOLUTIONS = ROOT / "solutions"
 EXERCISES = ROOT / "exercises"
 NAMES = sorted(p.stem for p in SOLUTIONS.glob("ex*.ipynb"))
 
-# What each criterion of an untouched exercise reports: a phrase of its "not yet" reason, or None where the
-# given code already meets that criterion (exercise 4's teammate code does moderate and replay new chats).
+# What each criterion of an untouched exercise reports: a phrase of its "not yet" reason, or KEPT for a guard
+# that the given code already meets (exercise 4's teammate code does moderate and replay new chats).
+KEPT = "KEPT"
 UNSOLVED = {
     "ex1_new_tool": ["raised NotImplementedError: exercise 1", "raised NotImplementedError: exercise 1",
                      "answered without calling convert_units"],
     "ex2_retry_policy": ["there is no schedule_to_close_timeout", "gave up", "tried 2 times"],
     "ex3_end_of_chat": ["chat_ended is still False", "did not end the chat", "no finished chat to replay"],
-    "ex4_determinism_bug": ["no longer replays: NondeterminismError", None, None],
+    "ex4_determinism_bug": ["no longer replays: NondeterminismError", KEPT, KEPT],
     "ex5_human_approval": ["scheduled before anyone approved it", "ran although the reviewer said no",
                            "ran although nobody approved it"],
     "ex6_long_sessions": ["still on its first run"],
@@ -106,11 +112,16 @@ def test_unpaired_markers_are_a_clear_error(source, problem):
 def test_results_are_read_back_from_printed_check_lines():
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("await checks.check_x(lab)")])
     printed = "\n".join([CheckResult("ex7", "it works", True).report(),
-                         CheckResult("ex7", "it is fast", False, "it took ages", "cache it").report()]) + "\n"
+                         CheckResult("ex7", "it is fast", False, "it took ages", "cache it").report(),
+                         CheckResult("ex7", "it still starts", True, guard=True).report(),
+                         CheckResult("ex7", "it still stops", False, "it hangs", guard=True).report()]) + "\n"
     notebook.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)]
     report = exercises.read_results(notebook, "someone")
-    assert report.results == [("ex7", "it works", True, ""), ("ex7", "it is fast", False, "it took ages")]
+    assert report.results == [("ex7", "it works", "PASS", ""), ("ex7", "it is fast", "NOT YET", "it took ages"),
+                              ("ex7", f"it still starts{GUARD_NOTE}", "KEPT", ""),
+                              ("ex7", f"it still stops{GUARD_NOTE}", "NOT YET", "it hangs")]
     assert (report.exercise, report.passed, report.first_problem) == ("ex7", 1, "it is fast: it took ages")
+    assert (report.score, report.complete) == ("1/2 +1/2 kept", False)  # a kept guard is not a pass
 
 
 def test_the_offline_model_calls_a_taught_tool_and_refuses_a_trigger_without_arguments():
@@ -166,23 +177,130 @@ def test_an_unsolved_exercise_runs_to_its_checks_and_says_not_yet(class_check, n
     assert report["error"] == "", f"a cell raised before the checks: {report['error']}"
     expected = UNSOLVED[name]
     assert len(report["results"]) == len(expected), report["results"]
-    for (exercise, title, passed, why), phrase in zip(report["results"], expected):
+    assert "PASS" not in [status for _, _, status, _ in report["results"]], "PASS for work not done"
+    for (exercise, title, status, why), phrase in zip(report["results"], expected):
         assert exercise == name.split("_")[0]
-        if phrase is None:
-            assert passed, f"{title}: {why}"
+        if phrase is KEPT:
+            assert status == KEPT and title.endswith(GUARD_NOTE), f"{title}: {status} {why}"
         else:
-            assert not passed and phrase in why, f"{title}: expected {phrase!r}, got {why!r}"
+            assert status == "NOT YET" and phrase in why, f"{title}: expected {phrase!r}, got {status} {why!r}"
 
 
 def test_bulk_check_prints_a_table_of_the_class(class_check):
     table = class_check[0].splitlines()
     assert table[:3] == [
-        "submission               exercise  passed  first problem",
-        "alice/ex1_new_tool       ex1       3/3     -",
-        "bob/ex1_new_tool         ex1       0/3     convert_units converts km/miles, kg/lb and celsius/fahrenheit: "
-        "your code raised NotImplementedErr...",
+        "submission               exercise  passed         first problem",
+        "alice/ex1_new_tool       ex1       3/3            -",
+        "bob/ex1_new_tool         ex1       0/3            convert_units converts km/miles, kg/lb and "
+        "celsius/fahrenheit: your code raised NotImplementedErr...",
     ]
-    assert table[4] == ("bob/ex3_end_of_chat      ex3       0/3     the chat ends by itself after 3 turns: after 3 "
-                        "turns the reply's chat_ended is still False")
-    assert table[5].startswith("bob/ex4_determinism_bug  ex4       2/3     a chat recorded on the old code replays")
+    assert table[4] == ("bob/ex3_end_of_chat      ex3       0/3            the chat ends by itself after 3 turns: "
+                        "after 3 turns the reply's chat_ended is still False")
+    # Exercise 4 untouched: the fix not done, and two guards that held before any change (not counted as passes).
+    assert table[5].startswith("bob/ex4_determinism_bug  ex4       0/1 +2/2 kept  a chat recorded on the old code")
     assert len(table) == 1 + 1 + len(NAMES)
+
+
+# --- checks against learner code that only looks right -----------------------------------------------------
+
+
+@pytest.fixture
+def learner_module(tmp_path, monkeypatch):
+    """Write a learner's module (workflow code must be importable from a file) and import it."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(source: str):
+        name = f"learner_{uuid.uuid4().hex[:8]}"
+        (tmp_path / f"{name}.py").write_text(source)
+        return importlib.import_module(name)
+
+    return write
+
+
+def last_results(count: int) -> list[tuple[str, str]]:
+    return [(r.status, r.problem) for r in checks.RESULTS[-count:]]
+
+
+async def test_a_chat_the_model_ended_is_not_the_workflows_doing(temporal, task_queue, worker, chat):
+    # The goodbye loophole: the offline model ends a chat on "bye" (the course's own workflow obeys it). An
+    # exercise 3 check must not count that as the learner's ending: the history says who ended it.
+    await chat.send("What is 2 + 2?")
+    assert (await chat.send("OK, bye!")).chat_ended
+    with pytest.raises(NotYet, match="the model ended the chat"):
+        await checks._ended_by_the_workflow(SimpleNamespace(client=temporal.client), chat.handle, 2)
+
+
+GUARDED_TOOL = '''
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from durable_agent.activities import AgentActivities, ToolCall, ToolInput
+
+
+@dataclass
+class ToolRequest:
+    tool: str
+    arguments: dict[str, Any]
+    approval_timeout_seconds: float = 600.0
+
+
+@dataclass
+class Approval:
+    approved: bool
+    reviewer: str
+
+
+@dataclass
+class ToolOutcome:
+    ran: bool
+    output: str
+
+
+@workflow.defn
+class GuardedToolWorkflow:
+    def __init__(self) -> None:
+        self._decision = None
+
+    @workflow.run
+    async def run(self, request: ToolRequest) -> ToolOutcome:
+        await workflow.wait_condition(lambda: self._decision is not None,
+                                      timeout=timedelta(seconds=request.approval_timeout_seconds))
+        RUN_THE_TOOL
+
+    @workflow.signal
+    def approve(self, decision: Approval) -> None:
+        self._decision = decision
+'''
+ONE_CALL = """call = ToolCall("guarded", request.tool, request.arguments)
+        await workflow.execute_activity_method(AgentActivities.execute_tool, ToolInput(call),
+                                               start_to_close_timeout=timedelta(seconds=5))"""
+
+
+@pytest.fixture
+def delete_file():
+    from durable_agent.tools import TOOLS, tool
+
+    @tool("Delete a file (simulated: nothing is deleted).", path="the file to delete")
+    def delete_file(path: str) -> str:
+        return f"deleted {path} (simulated)"
+
+    yield
+    TOOLS.pop("delete_file", None)
+
+
+@pytest.mark.parametrize("run_the_tool, problem", [
+    # Claims the tool ran without scheduling it: the outcome alone used to pass.
+    ('return ToolOutcome(True, f"deleted {request.arguments[\'path\']} (simulated)")',
+     "after approval the history shows 0 delete_file activities, not exactly one"),
+    (f"{ONE_CALL}\n        {ONE_CALL}\n        return ToolOutcome(True, \'deleted twice\')",
+     "after approval the history shows 2 delete_file activities, not exactly one"),
+], ids=["claims-it-ran", "runs-it-twice"])
+async def test_runs_once_approved_is_read_from_the_history(temporal, learner_module, delete_file, run_the_tool,
+                                                           problem):
+    module = learner_module(GUARDED_TOOL.replace("RUN_THE_TOOL", run_the_tool))
+    await checks.check_approval(SimpleNamespace(client=temporal.client), module)
+    assert last_results(3)[0] == ("NOT YET", problem)

@@ -17,9 +17,9 @@ from durable_agent import tools
 from durable_agent.activities import AgentActivities
 from durable_agent.faults import ENV_VAR, FaultLab, Faults, activity_runs, replay, server_restart_mid_chat
 from durable_agent.llm import LLMConfig
-from durable_agent.session import start_chat
+from durable_agent.session import open_chat, start_chat
 from durable_agent.worker import start_worker
-from durable_agent.workflow import DurableAgentWorkflow
+from durable_agent.workflow import PLAN_ACTIVITY, TOOL_ACTIVITY, DurableAgentWorkflow
 from fake_openai import FakeOpenAI, completion, error, tool_call
 
 
@@ -58,6 +58,8 @@ def test_bad_switches_get_a_clear_error_and_change_nothing(faults):
         faults.hang("plan")
     with pytest.raises(ValueError, match="skip must be a whole number of at least 0"):
         faults.hang("execute_tool", skip=-1)
+    with pytest.raises(ValueError, match="unknown activity type 'tool'"):
+        faults.hold("tool")
     assert faults.pending() == []
 
 
@@ -74,8 +76,14 @@ async def test_worker_sigkilled_mid_model_call_then_mid_tool_call(fault_lab, fau
     second = await fault_lab.crash_mid_turn("execute_tool")  # kills the worker that replaced the first
     print(f"\n{second}")
     assert second.killed_pid == first.new_pid != victim
-    for report, completed, interrupted in ((first, ["1", "2"], "3"), (second, ["1"], "2")):
+    for report, completed, interrupted, options in ((first, ["1", "2"], "3", PLAN_ACTIVITY),
+                                                    (second, ["1"], "2", TOOL_ACTIVITY)):
         assert report.reply == "25 + 17 = 42."
+        # The server noticed the dead attempt by the activity's own timeout (a heartbeat timeout if its options
+        # have one, else start_to_close): the history says so on the attempt that followed.
+        timeout = "Heartbeat" if "heartbeat_timeout" in options else "StartToClose"
+        assert report.interrupted.activity_id == interrupted
+        assert report.interrupted.last_failure == f"activity {timeout} timeout"
         assert report.completed_before_kill == completed and report.rerun_completed == []
         assert [(r.activity, r.outcome) for r in report.runs] == [
             ("plan_next_action", "completed"), ("execute_tool", "completed"), ("plan_next_action", "completed")]
@@ -93,12 +101,11 @@ async def test_worker_sigkilled_mid_model_call_then_mid_tool_call(fault_lab, fau
 async def test_model_outage_is_retried_by_a_worker_in_this_process(temporal, task_queue, worker, fault_lab, faults):
     report = await fault_lab.model_outage_turn(failures=2, status=503)
     print(f"\n{report}")
-    assert report.reply == "25 + 17 = 42."
-    assert [(n, outcome) for n, _, outcome in report.attempts] == [
-        (1, "failed: ServiceUnavailableError: the offline model is down (simulated HTTP 503)"),
-        (2, "failed: ServiceUnavailableError: the offline model is down (simulated HTTP 503)"),
-        (3, "ok")]
-    assert [t for _, t, _ in report.attempts] == sorted(t for _, t, _ in report.attempts)
+    assert report.reply == "25 + 17 = 42." and report.error is None
+    down = "failed: ServiceUnavailableError: the offline model is down (simulated HTTP 503)"
+    # The back-offs are the server's own (PLAN_ACTIVITY: 1 s, doubling), read from it while the turn waited.
+    assert report.attempts == [(1, None, down), (2, 1.0, down), (3, 2.0, "ok")]
+    assert "  attempt 3 after a back-off of 2 s: ok" in str(report).splitlines()
     assert faults.pending() == []  # the switch is used up
 
 
@@ -117,8 +124,40 @@ async def test_model_outage_on_the_real_provider_path(temporal, task_queue, faul
         fake.close()
     print(f"\n{report}")
     assert report.reply == "25 + 17 is 42." and len(fake.requests) == 4
-    assert [(n, outcome) for n, _, outcome in report.attempts] == [
-        (1, "failed: ServiceUnavailableError: overloaded"), (2, "failed: RateLimitError: slow down"), (3, "ok")]
+    assert report.attempts == [
+        (1, None, "failed: ServiceUnavailableError: overloaded"), (2, 1.0, "failed: RateLimitError: slow down"),
+        (3, 2.0, "ok")]
+
+
+async def test_an_outage_longer_than_every_attempt_is_reported_in_the_reply(temporal, task_queue, fault_lab, faults,
+                                                                            monkeypatch):
+    """PLAN_ACTIVITY's promise: five attempts, 1, 2, 4 and 8 s apart, then the turn reports the outage.
+    The only test that waits out the whole policy (15 s of back-off): the real policy, not a shortened one."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-0000")
+    fake = FakeOpenAI()
+    fake.replies += [error(503, "overloaded")] * 5 + [completion("Back again.")]
+    activities = AgentActivities(LLMConfig(model="openai/fake-model", api_base=fake.base_url, timeout_seconds=10))
+    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities)
+    try:
+        report = await fault_lab.model_outage_turn(failures=0, question="hello")
+        print(f"\n{report}")
+        assert len(fake.requests) == 5  # exactly five provider requests: the sixth reply is still unused
+        assert [(n, outcome) for n, _, outcome in report.attempts] == [
+            (n, "failed: ServiceUnavailableError: overloaded") for n in range(1, 6)]
+        assert report.backoffs == [1.0, 2.0, 4.0, 8.0]
+        assert report.error == report.reply
+        assert report.reply.startswith("The model could not plan the next step: the model call failed: "
+                                       "ServiceUnavailableError") and "overloaded" in report.reply
+        # The history agrees: one planning activity, failed on its fifth and last attempt.
+        chat = temporal.client.get_workflow_handle(report.workflow_id)
+        assert [(r.activity, r.outcome, r.attempt, r.starts) for r in activity_runs(await chat.fetch_history(),
+                                                                                      faults.executions())] == [
+            ("plan_next_action", "failed", 5, 5)]
+        # The chat is not broken: once the provider is back, the next message is answered.
+        assert (await open_chat(temporal.client, chat.id).send("hello again")).text == "Back again."
+    finally:
+        await worker.stop()
+        fake.close()
 
 
 BUGGY_TOOL = '''
@@ -249,8 +288,17 @@ async def test_replay_catches_changed_workflow_code_and_patched_fixes_it(tempora
     assert [r.activity for r in runs] == ["execute_tool", "plan_next_action", "execute_tool", "plan_next_action"]
 
 
-async def test_server_restart_keeps_the_chat(tmp_path):
-    report = await server_restart_mid_chat(tmp_path / "temporal.db")
+async def test_server_restart_with_a_tool_call_in_flight(tmp_path, faults):
+    report = await server_restart_mid_chat(tmp_path / "temporal.db", faults)
     print(f"\n{report}")
     assert report.first_reply == "25 + 17 = 42." and report.second_reply == "6 * 7 = 42."
-    assert report.intact and report.history_before == report.history_after == 4 and report.turns == 2
+    assert report.intact and report.messages_before == 6 and report.turns == 2
+    # Each activity's real executions (the log) and its attempts (the history): all exactly once, including
+    # the tool call that was running while the server was down; its result reached the restarted server.
+    assert report.in_flight == "5"
+    assert [(r.activity_id, r.activity, r.outcome, r.attempt, r.starts) for r in report.runs] == [
+        (str(i), name, "completed", 1, 1) for i, name in enumerate(
+            ["plan_next_action", "execute_tool", "plan_next_action"] * 2, start=1)]
+    held = [e for e in faults.executions() if e.fault == "hold"]
+    assert [(e.activity_id, e.event) for e in held] == [("5", "start"), ("5", "done")]
+    assert faults.pending() == []

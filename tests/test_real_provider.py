@@ -12,6 +12,7 @@ import json
 import pytest
 
 from durable_agent.activities import AgentActivities
+from durable_agent.faults import watch_backoffs
 from durable_agent.llm import LLMConfig
 from durable_agent.session import ChatError, start_chat
 from durable_agent.worker import start_worker
@@ -77,22 +78,25 @@ async def test_bad_model_output_gets_a_clear_reply_without_retries(fake, provide
 
 async def test_outage_is_retried_until_the_model_answers(fake, provider_chat):
     fake.replies += [error(503, "overloaded"), error(429, "slow down"), completion("Back again.")]
-    reply = await provider_chat.send("hello")
+    reply, backoffs = await watch_backoffs(provider_chat.handle, provider_chat.send("hello"))
     assert reply.text == "Back again." and reply.error is None
     assert len(fake.requests) == 3
-    gaps = [b - a for a, b in zip(fake.request_times, fake.request_times[1:])]
-    assert gaps[1] > gaps[0] > 0.5  # backoff: about 1 s, then about 2 s
+    # The back-off before each retry, as the server applied it (PLAN_ACTIVITY: 1 s, doubling): read from the
+    # server while the turn waited, not timed on this machine's clock.
+    assert backoffs == {("1", 2): 1.0, ("1", 3): 2.0}
 
 
 async def test_message_while_the_agent_is_busy(fake, provider_chat):
-    fake.replies += [completion("Slow answer.", ), completion("Next.")]
-    fake.replies[0].delay = 1.5
+    slow = completion("Slow answer.").held()  # the model call stays in flight until released below
+    fake.replies += [slow, completion("Next.")]
     first = asyncio.create_task(provider_chat.send("first"))
-    while not fake.requests:  # the first turn is in the model call
+    while not fake.held:  # the first turn is in the model call
         await asyncio.sleep(0.02)
     with pytest.raises(ChatError, match="still working on the previous message"):
         await provider_chat.send("second")
     assert (await provider_chat.status()).describe() == "thinking"
+    assert not first.done()
+    slow.release()
     assert (await first).text == "Slow answer."
     assert (await provider_chat.send("third")).text == "Next."
     assert [m.content for m in await provider_chat.history() if m.role == "user"] == ["first", "third"]
