@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "run twice, latency (optionally SIGKILLing the worker)")
     load.add_argument("--chats", type=int, default=50, help="concurrent chats (default 50)")
     load.add_argument("--turns", type=int, default=10, help="turns per chat (default 10)")
-    load.add_argument("--kill-every", type=float, default=None, metavar="SECONDS",
-                      help="SIGKILL the worker every SECONDS and start a new one (default: never)")
+    load.add_argument("--kill-every", type=int, default=None, metavar="TURNS",
+                      help="SIGKILL the worker each time TURNS more turns are answered, start a new one "
+                           "(default: never)")
     load.add_argument("--json", action="store_true", help="print the report as JSON")
 
     args = parser.parse_args(argv)

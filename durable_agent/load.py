@@ -4,8 +4,8 @@ It prints what a durable agent promises, counted: every turn answered exactly on
 twice), and how often a model call ran twice (a paid call, with a real model). A model call may run twice
 only when a worker really died mid-call; on a healthy worker the count must be 0.
 
-    durable-agent load --chats 200 --turns 10                 # a healthy worker under load
-    durable-agent load --chats 50 --turns 10 --kill-every 5   # SIGKILL the worker every 5 s, restart it
+    durable-agent load --chats 200 --turns 10                  # a healthy worker under load
+    durable-agent load --chats 50 --turns 10 --kill-every 100  # SIGKILL the worker after every 100 answers
 
 Each message has a known answer ("What is 7 + 12?"), so a wrong or missing reply is caught; the executions
 are counted from the fault lab's execution log, which survives SIGKILL.
@@ -41,6 +41,7 @@ class LoadReport:
     model_calls: int = 0  # model activities the workflows scheduled
     model_calls_run_twice: int = 0  # of those, executed more than once
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    by_turn_ms: dict[int, list[float]] = field(default_factory=dict, repr=False)  # turn number -> latencies
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -51,6 +52,17 @@ class LoadReport:
     def p95_ms(self) -> float:
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else 0.0
+
+    def p50_of_turns(self, first: int, last: int) -> float:
+        """p50 latency of the turns numbered first..last (1-based) of every chat."""
+        samples = [ms for turn, values in self.by_turn_ms.items() if first <= turn <= last for ms in values]
+        return statistics.median(samples) if samples else 0.0
+
+    def drift(self) -> tuple[str, float, float]:
+        """p50 of the first and of the last tenth of the turns (at least 10 turns each): does a long chat slow down?"""
+        n = max(10, self.turns_per_chat // 10)
+        return (f"turns 1-{n} vs {self.turns_per_chat - n + 1}-{self.turns_per_chat}",
+                self.p50_of_turns(1, n), self.p50_of_turns(self.turns_per_chat - n + 1, self.turns_per_chat))
 
     def table(self) -> str:
         total = self.chats * self.turns_per_chat
@@ -65,12 +77,18 @@ class LoadReport:
             f"  model calls run twice      {self.model_calls_run_twice}",
             f"  turn latency p50 / p95     {self.p50_ms:.0f} ms / {self.p95_ms:.0f} ms",
         ]
-        lines += [f"  error: {e}" for e in self.errors[:5]]
+        if self.turns_per_chat >= 40:
+            label, early, late = self.drift()
+            lines.append(f"  p50 {label}: {early:.1f} ms vs {late:.1f} ms ({late / early:.2f}x)" if early else "")
+        lines += [f"  error: {e}" for e in dict.fromkeys(self.errors)][:8]
         return "\n".join(lines)
 
     def to_json(self) -> str:
-        data = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
-        return json.dumps({**data, "p50_ms": round(self.p50_ms, 1), "p95_ms": round(self.p95_ms, 1)}, indent=2)
+        data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "by_turn_ms")}
+        label, early, late = self.drift()
+        return json.dumps({**data, "p50_ms": round(self.p50_ms, 1), "p95_ms": round(self.p95_ms, 1),
+                           "drift": {"turns": label, "early_p50_ms": round(early, 1), "late_p50_ms": round(late, 1)}},
+                          indent=2)
 
 
 def question(chat: int, turn: int) -> tuple[str, str]:
@@ -78,13 +96,15 @@ def question(chat: int, turn: int) -> tuple[str, str]:
     return f"What is {a} + {b}?", f"{a} + {b} = {a + b}."
 
 
-async def run_load(chats: int = 50, turns: int = 10, kill_every: float | None = None,
+async def run_load(chats: int = 50, turns: int = 10, kill_every: int | None = None,
                    progress: Callable[[str], None] = lambda text: None) -> LoadReport:
-    """Run the load against an embedded server (or TEMPORAL_ADDRESS) and one worker process."""
+    """Run the load against an embedded server (or TEMPORAL_ADDRESS) and one worker process. With
+    `kill_every`, the worker is SIGKILLed each time that many more turns have been answered (the other
+    chats are mid-turn then), and a new worker process is started."""
     if chats < 1 or turns < 1:
         raise ValueError("--chats and --turns must be at least 1")
-    if kill_every is not None and kill_every <= 0:
-        raise ValueError("--kill-every must be a positive number of seconds")
+    if kill_every is not None and kill_every < 1:
+        raise ValueError("--kill-every must be a number of answered turns, at least 1")
     faults = Faults.create()  # the execution log; worker processes inherit DURABLE_AGENT_FAULTS
     temporal = await start_temporal(ui=False)
     task_queue = f"load-{uuid.uuid4().hex[:8]}"
@@ -96,16 +116,18 @@ async def run_load(chats: int = 50, turns: int = 10, kill_every: float | None = 
         for session in sessions:
             session.patience = 120.0
         started = time.monotonic()
-        done = asyncio.Event()
+        done, answered = asyncio.Event(), asyncio.Event()
 
         async def killer() -> None:
+            assert kill_every is not None
             while not done.is_set():
-                try:
-                    await asyncio.wait_for(done.wait(), timeout=kill_every)
-                except asyncio.TimeoutError:
+                await asyncio.wait([asyncio.ensure_future(done.wait()), asyncio.ensure_future(answered.wait())],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                answered.clear()
+                if not done.is_set() and report.answered >= kill_every * (report.kills + 1):
                     worker[0].kill()
                     report.kills += 1
-                    progress(f"worker SIGKILLed ({report.kills})")
+                    progress(f"worker SIGKILLed after {report.answered} answers ({report.kills})")
                     worker[0] = await start_worker_process(temporal.address, namespace=temporal.namespace,
                                                            task_queue=task_queue)
 
@@ -119,9 +141,12 @@ async def run_load(chats: int = 50, turns: int = 10, kill_every: float | None = 
                     report.lost += 1
                     report.errors.append(str(err))
                     continue
-                report.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                elapsed = (time.perf_counter() - sent) * 1000
+                report.latencies_ms.append(elapsed)
+                report.by_turn_ms.setdefault(turn + 1, []).append(elapsed)
                 if reply.text == expected:
                     report.answered += 1
+                    answered.set()
                 else:
                     report.wrong += 1
                     report.errors.append(f"{text!r} got {reply.text!r}")
@@ -143,9 +168,15 @@ async def run_load(chats: int = 50, turns: int = 10, kill_every: float | None = 
 
 async def _count(report: LoadReport, sessions: list[ChatSession], faults: Faults) -> None:
     """Turns run per chat (from its history) and executions per model activity (from the execution log)."""
+    causes: Counter[str] = Counter()
     for session in sessions:
         asked = Counter(m.content for m in await session.history() if m.role == "user")
         report.duplicated += sum(n - 1 for n in asked.values() if n > 1)
+        async for event in session.handle.fetch_history_events():
+            if event.HasField("workflow_task_failed_event_attributes"):
+                failure = event.workflow_task_failed_event_attributes.failure
+                causes[" ".join(failure.message.split())[:200]] += 1
+    report.errors += [f"workflow task failed {n}x: {cause}" for cause, n in causes.most_common(3)]
     starts = Counter((e.workflow_id, e.activity_id) for e in faults.executions()
                      if e.activity == "plan_next_action" and e.event == "start")
     report.model_calls = len(starts)

@@ -41,6 +41,16 @@ READY_LINE = "durable-agent worker ready"
 # slow (busy for over a second) loses its cached workflow to another worker, which replays the history.
 STICKY_TIMEOUT = timedelta(seconds=1)
 
+# How much work one worker takes on at a time. A task the worker has taken counts against its timeouts (a
+# workflow task's 10 s, a model call's 3 s heartbeat) even while it waits for the worker's one event loop;
+# a task left on the server waits for free, and another worker can take it. With the SDK's defaults (100
+# of each), 200 concurrent chats on one worker (`durable-agent load --chats 200 --turns 10`, 2 cores) made
+# the worker miss heartbeats and workflow-task timeouts: model calls ran twice, turns were refused. With
+# 4 and 16, none (docs/performance.md has the runs). A real model's calls wait on the network, not on the
+# CPU: a worker for one can take more activities (`create_worker(..., max_concurrent_activities=...)`).
+WORKFLOW_TASK_SLOTS = 4
+ACTIVITY_SLOTS = 16
+
 
 def build_id() -> str:
     """An id for this version of the agent's code, from its source files. Given to the worker, it also spares
@@ -63,6 +73,8 @@ def create_worker(
     llm.preload()  # LiteLLM takes seconds to import: in a background thread, so the worker polls at once
     options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
     options.setdefault("build_id", build_id())
+    options.setdefault("max_concurrent_workflow_tasks", WORKFLOW_TASK_SLOTS)
+    options.setdefault("max_concurrent_activities", ACTIVITY_SLOTS)
     # The fault-injection lab (notebook 05, faults.py): logs each activity execution and applies injected
     # hangs, only while DURABLE_AGENT_FAULTS names a fault directory; otherwise it just passes the call on.
     options["interceptors"] = [*options.get("interceptors", []), FaultInterceptor()]

@@ -330,3 +330,16 @@ def test_the_server_command_stops_its_server_on_sigterm():
     command.wait(timeout=30)
     assert wait_gone(servers[0])
     assert "Temporal dev server stopped" in command.stdout.read()
+
+
+# --- the load command -------------------------------------------------------------------------------------------
+
+async def test_the_load_command_counts_every_turn_through_a_worker_kill():
+    from durable_agent.load import run_load
+
+    report = await run_load(chats=4, turns=3, kill_every=8)
+    assert report.kills == 1  # after 8 answers, with the other chats mid-turn
+    assert (report.answered, report.wrong, report.lost, report.duplicated) == (12, 0, 0, 0), report.table()
+    assert report.model_calls >= 24  # two model calls a turn (plan the tool call, then answer)
+    assert len(report.latencies_ms) == 12 and report.p95_ms >= report.p50_ms > 0
+    assert "answered once, correctly   12" in report.table()
