@@ -147,6 +147,9 @@ class ChatBox:
         """Show the conversation so far, from the workflow's `history` query."""
         try:
             history = await self.session.history()
+        except ChatError as err:
+            self._add("error", str(err))
+            return
         except Exception as err:
             self._add("error", f"could not read the chat's history ({type(err).__name__}: {err})")
             return
@@ -192,7 +195,9 @@ class ChatBox:
     # --- drawing ------------------------------------------------------------------------------------------
 
     def _add_message(self, message: ChatMessage) -> None:
-        if message.role == "user":
+        if message.role == "system":  # a long chat continued as new: its older turns, summarised
+            self._add("info", message.content)
+        elif message.role == "user":
             self._add("user", message.content)
         elif message.role == "assistant" and message.tool_calls:
             for call in message.tool_calls:

@@ -102,8 +102,8 @@ class ChatSession:
                 if isinstance(err.__cause__, asyncio.CancelledError):
                     raise err.__cause__  # the caller cancelled: stop, do not retry
                 waiting = ("no worker has taken the message yet: is a worker running? The message is kept by "
-                           "Temporal and will be answered once a worker is back; sending it again will not "
-                           "run it twice")
+                           "Temporal and will be answered once a worker is back; if you send it again, it will "
+                           "not run twice")
             except RPCError as err:
                 if err.status == RPCStatusCode.NOT_FOUND:
                     self.unconfirmed = None

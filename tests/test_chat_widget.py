@@ -190,3 +190,34 @@ async def test_a_message_waits_for_a_worker_and_then_gets_its_reply(temporal, ta
     finally:
         await replacement.stop()
     assert box.entries[-1] == ("agent", "6 * 7 = 42.") and "idle" in box.status.value
+
+
+async def test_a_message_resent_from_the_box_runs_once(temporal, task_queue, worker, chat):
+    box = await chat_box(chat)
+    await worker.stop()
+    chat.patience = 1.0  # no worker: give up waiting after a second
+    await type_and_send(box, "What is 6 * 7?")
+    kind, text = box.entries[-1]
+    assert kind == "error" and "will not run twice" in text, text
+    restarted = await start_worker(temporal.client, task_queue=task_queue)
+    try:
+        await type_and_send(box, "What is 6 * 7?")  # the learner sends it again: the same message id
+        assert box.entries[-1] == ("agent", "6 * 7 = 42.")
+        assert [m.content for m in await chat.history() if m.role == "user"] == ["What is 6 * 7?"]
+        assert (await chat.status()).turns == 1
+    finally:
+        await restarted.stop()
+
+
+async def test_the_box_follows_a_chat_across_continue_as_new(temporal, task_queue, worker):
+    from durable_agent.workflow import ChatInput
+
+    session = await start_chat(temporal.client, task_queue=task_queue, input=ChatInput(events_per_run=40, context_turns=2))
+    for n in range(1, 6):
+        await session.send(f"What is {n} + {n}?")
+    assert (await session.handle.describe()).run_id != session.handle.first_execution_run_id
+    box = await chat_box(session.workflow_id, temporal)  # opened again later, by the chat's id
+    assert box.entries[0][0] == "info" and "The user asked: What is 1 + 1?" in box.entries[0][1]
+    await type_and_send(box, "What is 6 + 6?")
+    assert box.entries[-1] == ("agent", "6 + 6 = 12.")
+    assert (await session.status()).turns == 6
