@@ -7,6 +7,7 @@ The three primitives, one module each:
 3. Event-sourced state: Temporal's event history; `server.py` starts the server that keeps it.
 
 `worker.py` runs the code, `session.py` talks to a chat, `cli.py` is the `durable-agent` command.
+`context.py` bounds what the model sees (so chats can be any length); `logs.py` keeps failures to one line.
 Beyond the basics (notebook 07): `long_chat.py` (continue-as-new with a carried summary) and `approval.py`
 (a tool that waits for a human's approval).
 Importing this package is fast: LiteLLM is imported only when a worker starts.
