@@ -79,6 +79,7 @@ class Execution:
     t: float  # time.time(): comparable between processes
     fault: str | None = None
     error: str | None = None
+    run_id: str = ""  # activity ids start again at 1 in each run of a chat that continued as new
 
 
 class Faults:
@@ -244,7 +245,8 @@ class _LogAndHang(ActivityInboundInterceptor):
 
         def log(event: str, error: str | None = None) -> None:
             faults.record(Execution(event, info.activity_type, info.activity_id, info.attempt, info.workflow_id or "",
-                                    os.getpid(), time.time(), fault.kind if fault else None, error))
+                                    os.getpid(), time.time(), fault.kind if fault else None, error,
+                                    info.workflow_run_id or ""))
 
         log("start")
         try:

@@ -177,7 +177,7 @@ async def _count(report: LoadReport, sessions: list[ChatSession], faults: Faults
                 failure = event.workflow_task_failed_event_attributes.failure
                 causes[" ".join(failure.message.split())[:200]] += 1
     report.errors += [f"workflow task failed {n}x: {cause}" for cause, n in causes.most_common(3)]
-    starts = Counter((e.workflow_id, e.activity_id) for e in faults.executions()
+    starts = Counter((e.workflow_id, e.run_id, e.activity_id) for e in faults.executions()
                      if e.activity == "plan_next_action" and e.event == "start")
     report.model_calls = len(starts)
     report.model_calls_run_twice = sum(1 for n in starts.values() if n > 1)
