@@ -92,6 +92,7 @@ async def test_the_default_chat_continues_as_new_and_its_history_grows_in_a_stra
     assert (await chat.status()).turns == 40
 
 
+@pytest.mark.slow
 async def test_a_thousand_turns(temporal, task_queue, worker):
     chat = await start_chat(temporal.client, task_queue=task_queue)
     for n in range(1000):
@@ -189,6 +190,7 @@ async def wait_for_state(chat, state: str, timeout: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_a_server_crash_mid_turn_never_runs_the_message_twice(tmp_path, task_queue, slow_tool):
     port, db = free_port(), tmp_path / "temporal.db"
     temporal = await start_temporal(db_file=db, ui=False, port=port)
@@ -250,6 +252,7 @@ async def test_a_failed_attempt_is_one_line_and_its_traceback_goes_to_the_log(te
     assert "Traceback" in log_file.read_text()
 
 
+@pytest.mark.slow
 def test_the_chat_command_prints_one_line_per_failed_attempt(tmp_path):
     faults = Faults.create(tmp_path / "faults", activate=False)
     faults.model_outage(times=2)
