@@ -108,6 +108,7 @@ async def kernel_idle(base: str, token: str, name: str, timeout: float = 90) -> 
         await asyncio.sleep(0.25)
 
 
+@pytest.mark.slow
 @pytest.mark.ci_required
 async def test_chat_in_jupyterlab_in_a_real_browser(jupyter_lab):
     from playwright.async_api import async_playwright, expect

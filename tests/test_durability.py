@@ -92,6 +92,7 @@ async def test_the_default_chat_continues_as_new_and_its_history_grows_in_a_stra
     assert (await chat.status()).turns == 40
 
 
+@pytest.mark.slow
 async def test_a_thousand_turns(temporal, task_queue, worker):
     chat = await start_chat(temporal.client, task_queue=task_queue)
     for n in range(1000):
@@ -189,11 +190,16 @@ async def wait_for_state(chat, state: str, timeout: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_a_server_crash_mid_turn_never_runs_the_message_twice(tmp_path, task_queue, slow_tool):
     port, db = free_port(), tmp_path / "temporal.db"
     temporal = await start_temporal(db_file=db, ui=False, port=port)
     worker = await start_worker(temporal.client, task_queue=task_queue)
+    restarted = None
     try:
+        # The first worker of a process imports LiteLLM in a thread (seconds of CPU that the event loop competes
+        # with): wait for it, so the message is accepted well within the short patience below on a busy machine.
+        await llm.litellm_ready()
         chat = await start_chat(temporal.client, task_queue=task_queue)
         chat.patience = 1.0  # give up quickly while the server is down, to show what the learner reads
         turn = asyncio.ensure_future(chat.send("Please slowly echo hello"))
@@ -205,16 +211,16 @@ async def test_a_server_crash_mid_turn_never_runs_the_message_twice(tmp_path, ta
         assert "may have been accepted" in str(refused.value) and "will not run twice" in str(refused.value)
 
         restarted = await start_temporal(db_file=db, ui=False, port=port)  # same file, same port
-        try:
-            chat.patience = 60.0
-            reply = await chat.send("Please slowly echo hello")  # the learner resends: the same message id
-            assert reply.text == "slow_echo: hello."
-            assert (await chat.status()).turns == 1
-            assert [m.content for m in await chat.history() if m.role == "user"] == ["Please slowly echo hello"]
-        finally:
-            await worker.stop()
-            await restarted.shutdown()
+        chat.patience = 60.0
+        reply = await chat.send("Please slowly echo hello")  # the learner resends: the same message id
+        assert reply.text == "slow_echo: hello."
+        assert (await chat.status()).turns == 1
+        assert [m.content for m in await chat.history() if m.role == "user"] == ["Please slowly echo hello"]
     finally:
+        # The worker first, whatever failed: a worker left running on a dead server hangs the test run's end.
+        await worker.stop()
+        if restarted is not None:
+            await restarted.shutdown()
         await temporal.shutdown()
 
 
@@ -250,6 +256,7 @@ async def test_a_failed_attempt_is_one_line_and_its_traceback_goes_to_the_log(te
     assert "Traceback" in log_file.read_text()
 
 
+@pytest.mark.slow
 def test_the_chat_command_prints_one_line_per_failed_attempt(tmp_path):
     faults = Faults.create(tmp_path / "faults", activate=False)
     faults.model_outage(times=2)

@@ -171,6 +171,7 @@ def class_check(tmp_path_factory):
     return done.stdout, {r["name"]: r for r in json.loads(results.read_text())}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_an_unsolved_exercise_runs_to_its_checks_and_says_not_yet(class_check, name):
     report = class_check[1][f"bob/{name}"]
@@ -186,6 +187,7 @@ def test_an_unsolved_exercise_runs_to_its_checks_and_says_not_yet(class_check, n
             assert status == "NOT YET" and phrase in why, f"{title}: expected {phrase!r}, got {status} {why!r}"
 
 
+@pytest.mark.slow
 def test_bulk_check_prints_a_table_of_the_class(class_check):
     table = class_check[0].splitlines()
     assert table[:3] == [

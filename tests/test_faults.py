@@ -69,6 +69,7 @@ async def test_bad_experiment_argument_is_refused(fault_lab):
     assert fault_lab.worker is None  # refused before starting anything
 
 
+@pytest.mark.slow
 async def test_worker_sigkilled_mid_model_call_then_mid_tool_call(fault_lab, faults):
     first = await fault_lab.crash_mid_turn("plan_next_action")
     print(f"\n{first}")
@@ -129,6 +130,7 @@ async def test_model_outage_on_the_real_provider_path(temporal, task_queue, faul
         (3, 2.0, "ok")]
 
 
+@pytest.mark.slow
 async def test_an_outage_longer_than_every_attempt_is_reported_in_the_reply(temporal, task_queue, fault_lab, faults,
                                                                             monkeypatch):
     """PLAN_ACTIVITY's promise: five attempts, 1, 2, 4 and 8 s apart, then the turn reports the outage.
@@ -172,6 +174,7 @@ def weather(city: str) -> str:
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_kernel", [False, True], ids=["worker-process", "worker-in-this-process"])
 async def test_buggy_tool_is_hot_fixed_while_the_turn_waits(fault_lab, faults, tmp_path, monkeypatch, in_kernel):
     module = f"lab_weather_{'kernel' if in_kernel else 'process'}"

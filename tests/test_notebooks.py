@@ -148,6 +148,7 @@ def descendants(pid: int) -> dict[int, str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_a_notebook_runs_its_own_server_and_leaves_no_process_behind():
     from jupyter_client.manager import KernelManager

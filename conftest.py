@@ -1,0 +1,55 @@
+"""How the whole suite runs on several workers (pytest-xdist), for tests/, notebooks/ and solutions/ alike.
+
+`pyproject.toml` asks for `-n auto --dist loadfile --no-loadscope-reorder`:
+
+- `auto` means `WORKERS_PER_CPU` workers per CPU for a run of the whole suite (no paths given), and no
+  workers at all (one process, as before) when paths or test ids are given, so `pytest tests/test_chat.py -x`
+  does not pay for starting workers. `-n N` on the command line (`-n 0`: one process) or
+  `PYTEST_XDIST_AUTO_NUM_WORKERS` overrides it.
+- `loadfile`: a file's tests run on one worker, in order: a notebook's cells share one kernel, and a module's
+  module-scoped fixture (the class of exercise submissions, the benchmark) is set up once.
+- Files are handed out in the order set below: first those with a test marked `slow` (tens of seconds), then
+  the notebooks, then the rest, so that no long file starts last.
+
+Each worker is a process of its own, with its own session-scoped Temporal server (tests/conftest.py), its own
+environment variables and its own `tmp_path` root; tests use free ports and task queues of their own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# The suite waits a lot (retry back-offs, heartbeat timeouts, servers and kernels starting), so one worker
+# per CPU leaves the CPUs idle part of the time. Measured on 2 CPUs: see docs/CONTRIBUTING.md.
+WORKERS_PER_CPU = 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes tens of seconds; on several workers its file is started first")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    if config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+        return 0  # paths or test ids given: one process
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return WORKERS_PER_CPU * cpus
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # only on an xdist worker; one process keeps the usual order
+        return
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def rank(tests: list[pytest.Item]) -> int:
+        if any(item.get_closest_marker("slow") for item in tests):
+            return 0
+        return 1 if not isinstance(tests[0], pytest.Function) else 2  # a notebook's cells (nbval)
+
+    # Every worker collects the same items and sorts them the same way; sorted() keeps the order in a rank.
+    items[:] = [item for tests in sorted(files.values(), key=rank) for item in tests]
