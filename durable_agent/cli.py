@@ -1,10 +1,12 @@
-"""The `durable-agent` command (also `python -m durable_agent`).
+"""The agent's commands: `python -m durable_agent chat | server | worker`.
 
-    durable-agent chat      # one command, a working agent: embedded server + worker + terminal chat
-    durable-agent server    # the embedded Temporal dev server with its Web UI, until Ctrl-C
-    durable-agent worker    # a worker for a running server (--address, or TEMPORAL_ADDRESS)
-    durable-agent bench     # what durability costs per chat turn, next to a plain loop (--json for machines)
-    durable-agent load      # many chats at once, worker kills: turns answered, lost, run twice; latency
+    python -m durable_agent chat      # one command, a working agent: embedded server + worker + terminal chat
+    python -m durable_agent server    # the embedded Temporal dev server with its Web UI, until Ctrl-C
+    python -m durable_agent worker    # a worker for a running server (--address, or TEMPORAL_ADDRESS)
+
+`worker` and `chat` take `--plugin MODULE:NAME` (repeatable): a Temporal worker plugin, or a function that
+returns one, added to the worker from outside (the course's fault lab is one). The `durable-agent` command
+(durable_course/cli.py) has these commands and the course's own (bench, load).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 
 from .config import settings
 
@@ -62,18 +65,19 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         print("durable-agent worker: give --address HOST:PORT (see `durable-agent server`) or set "
               "TEMPORAL_ADDRESS", file=sys.stderr)
         return 2
-    await serve(client, args.task_queue)
+    await serve(client, args.task_queue, plugins=args.plugin)
     return 0
 
 
 async def cmd_chat(args: argparse.Namespace) -> int:
     from .logs import quiet_logs
     from .session import ChatError, format_transcript, start_chat
-    from .worker import start_worker
+    from .worker import load_plugin, start_worker
 
     log_file = quiet_logs()  # a failed attempt is one line here; its traceback goes to the log file
     temporal = await _connect(args.address, args.namespace)
-    worker = None if args.no_worker else await start_worker(temporal.client)
+    worker = None if args.no_worker else await start_worker(temporal.client,
+                                                             plugins=[load_plugin(p) for p in args.plugin])
     try:
         chat = await start_chat(temporal.client)
         print(f"Chat workflow {chat.workflow_id} on {temporal.address} (model: {settings().llm_model})")
@@ -109,35 +113,12 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BenchError, run_benchmark
-
-    loops = [name.strip() for name in args.loops.split(",") if name.strip()]
-    try:
-        report = await run_benchmark(iterations=args.iterations, warmup=args.warmup, loops=loops,
-                                     progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
-    except BenchError as err:
-        print(f"durable-agent bench: {err}", file=sys.stderr)
-        return 2
-    print(report.to_json() if args.json else report.table(), flush=True)
-    return 0
+COMMANDS = {"server": cmd_server, "worker": cmd_worker, "chat": cmd_chat}
 
 
-async def cmd_load(args: argparse.Namespace) -> int:
-    from .load import run_load
-
-    try:
-        report = await run_load(args.chats, args.turns, args.kill_every,
-                                progress=lambda text: print(f"load: {text}", file=sys.stderr, flush=True))
-    except ValueError as err:
-        print(f"durable-agent load: {err}", file=sys.stderr)
-        return 2
-    print(report.to_json() if args.json else report.table(), flush=True)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="durable-agent", description="A durable AI agent on Temporal.")
+def parser(prog: str = "python -m durable_agent") -> tuple[argparse.ArgumentParser, Any]:
+    """The agent's command line; the course's `durable-agent` command adds its own commands to it."""
+    parser = argparse.ArgumentParser(prog=prog, description="A durable AI agent on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     server = sub.add_parser("server", help="run the embedded Temporal dev server and its Web UI")
@@ -149,33 +130,19 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("--address", help="Temporal server HOST:PORT (default: TEMPORAL_ADDRESS, else embedded)")
         p.add_argument("--namespace", default=None)
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE:NAME",
+                       help="add this Temporal worker plugin to the worker (repeatable)")
         if name == "worker":
             p.add_argument("--task-queue", default=None)
         else:
             p.add_argument("--no-worker", action="store_true", help="do not run a worker in this process")
+    return parser, sub
 
-    bench = sub.add_parser("bench", help="measure what durability costs per chat turn (notebook 06 explains it)")
-    bench.add_argument("--iterations", type=int, default=50, help="measured turns per series (default 50)")
-    bench.add_argument("--warmup", type=int, default=5, help="turns sent first and not measured (default 5)")
-    bench.add_argument("--loops", default="plain,durable,local-model",
-                       help="comma-separated, among plain, durable, local-model, unsandboxed, pydantic, no-eager, "
-                            "no-cache")
-    bench.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
 
-    load = sub.add_parser("load", help="many chats at once against one worker process: turns answered, lost, "
-                                       "run twice, latency (optionally SIGKILLing the worker)")
-    load.add_argument("--chats", type=int, default=50, help="concurrent chats (default 50)")
-    load.add_argument("--turns", type=int, default=10, help="turns per chat (default 10)")
-    load.add_argument("--kill-every", type=int, default=None, metavar="TURNS",
-                      help="SIGKILL the worker each time TURNS more turns are answered, start a new one "
-                           "(default: never)")
-    load.add_argument("--json", action="store_true", help="print the report as JSON")
-
-    args = parser.parse_args(argv)
-    command = {"server": cmd_server, "worker": cmd_worker, "chat": cmd_chat, "bench": cmd_bench,
-               "load": cmd_load}[args.command]
+def run(args: argparse.Namespace, commands: dict) -> int:
+    """Run the chosen command, then leave at once (see below)."""
     try:
-        code = asyncio.run(command(args))
+        code = asyncio.run(commands[args.command](args))
     except KeyboardInterrupt:
         code = 130
     sys.stdout.flush()
@@ -183,3 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     # A clean exit after a worker has run can crash in interpreter teardown (temporalio/sdk-python#300);
     # everything has been shut down and flushed, so leave at once.
     os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser()[0].parse_args(argv), COMMANDS)

@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .config import OFFLINE_MODEL
 
@@ -228,6 +228,20 @@ def _describe(name: str, args: dict[str, str], result: str) -> str:
     return f"The weather in {result}."
 
 
+# An extension point for fault injection (the course's fault lab sets it, notebook 05): a function called
+# before each reply of the offline model that returns an HTTP status to fail with (503, 429...) or None.
+# The failure takes LiteLLM's own exception path, as a provider's would. Unset, the model never fails.
+OfflineOutage = Callable[[], "int | None"]
+_offline_outage: OfflineOutage | None = None
+
+
+def set_offline_outage(hook: OfflineOutage | None) -> OfflineOutage | None:
+    """Install `hook` (None removes it); returns the one it replaces."""
+    global _offline_outage
+    previous, _offline_outage = _offline_outage, hook
+    return previous
+
+
 def _offline_handler(litellm: Any) -> Any:
     """Wrap `offline_reply` as a LiteLLM custom provider, so `litellm.acompletion` serves it."""
 
@@ -239,8 +253,7 @@ def _offline_handler(litellm: Any) -> Any:
             return self._respond(model, messages)
 
         def _respond(self, model: str, messages: list) -> Any:
-            from . import faults  # notebook 05's outage switch: fail as a provider would, through LiteLLM
-            status = faults.model_outage_status()
+            status = _offline_outage() if _offline_outage else None
             if status:
                 from litellm.llms.custom_llm import CustomLLMError
 

@@ -6,6 +6,10 @@ start another, and the server hands the work over (primitive 3, event-sourced st
 - in this process, as a background asyncio task, so a notebook stays usable: `await start_worker(client)`;
 - as a separate OS process that a lesson can SIGKILL: `await start_worker_process(address)`, which runs
   `python -m durable_agent worker --address ...`.
+
+Behaviour is added to a worker from outside, the way Temporal's SDK does it: `plugins=[...]` (Temporal worker
+plugins, e.g. the course's fault lab) and `interceptors=[...]` go straight to `temporalio.worker.Worker`; a
+worker process gets them by import path, `start_worker_process(..., plugins=["module:name"])`.
 """
 
 from __future__ import annotations
@@ -25,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Plugin, Worker
 
 from . import llm
 from .activities import AgentActivities
 from .config import settings
-from .faults import FaultInterceptor
 from .workflow import DurableAgentWorkflow
 
 READY_LINE = "durable-agent worker ready"
@@ -75,9 +78,6 @@ def create_worker(
     options.setdefault("build_id", build_id())
     options.setdefault("max_concurrent_workflow_tasks", WORKFLOW_TASK_SLOTS)
     options.setdefault("max_concurrent_activities", ACTIVITY_SLOTS)
-    # The fault-injection lab (notebook 05, faults.py): logs each activity execution and applies injected
-    # hangs, only while DURABLE_AGENT_FAULTS names a fault directory; otherwise it just passes the call on.
-    options["interceptors"] = [*options.get("interceptors", []), FaultInterceptor()]
     return Worker(
         client,
         task_queue=task_queue or settings().task_queue,
@@ -156,12 +156,16 @@ async def start_worker_process(
     namespace: str = "default",
     task_queue: str | None = None,
     env: dict[str, str] | None = None,
+    plugins: list[str] = (),
     ready_timeout: float = 60.0,
 ) -> WorkerProcess:
-    """Start `python -m durable_agent worker` and wait until it polls the task queue."""
+    """Start `python -m durable_agent worker` and wait until it polls the task queue. `plugins`: import paths
+    ("module:name") of Temporal worker plugins for it, see `load_plugin`."""
     log = Path(tempfile.mkstemp(prefix="durable-agent-worker-", suffix=".log")[1])
     command = [sys.executable, "-m", "durable_agent", "worker", "--address", address, "--namespace", namespace,
                "--task-queue", task_queue or settings().task_queue]
+    for plugin in plugins:
+        command += ["--plugin", plugin]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
@@ -183,11 +187,25 @@ def import_tool_modules() -> list[str]:
     return names
 
 
-async def serve(client: Client, task_queue: str | None = None) -> None:
+def load_plugin(path: str) -> Plugin:
+    """A Temporal worker plugin named by its import path, "module:name": the plugin itself, or a function that
+    returns one (called with no arguments)."""
+    module_name, _, name = path.partition(":")
+    if not module_name or not name.isidentifier():
+        raise ValueError(f"a plugin is named as module:name (e.g. durable_course.faults:fault_lab_plugin), "
+                         f"not {path!r}")
+    found = getattr(importlib.import_module(module_name), name, None)
+    plugin = found() if callable(found) and not isinstance(found, Plugin) else found
+    if not isinstance(plugin, Plugin):
+        raise ValueError(f"{path} is not a Temporal worker plugin (temporalio.worker.Plugin): {found!r}")
+    return plugin
+
+
+async def serve(client: Client, task_queue: str | None = None, plugins: list[str] = ()) -> None:
     """Run a worker until SIGINT or SIGTERM (the body of `durable-agent worker`)."""
     task_queue = task_queue or settings().task_queue
     import_tool_modules()
-    worker = create_worker(client, task_queue=task_queue)
+    worker = create_worker(client, task_queue=task_queue, plugins=[load_plugin(p) for p in plugins])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,6 +22,7 @@ from durable_agent.server import Temporal, start_temporal  # noqa: E402
 from durable_agent.session import start_chat  # noqa: E402
 from durable_agent.worker import start_worker  # noqa: E402
 from durable_agent.workflow import DurableAgentWorkflow  # noqa: E402
+from durable_course.faults import fault_lab_plugin  # noqa: E402
 from fake_openai import FAKE_API_KEY, FakeOpenAI  # noqa: E402
 
 
@@ -58,8 +59,9 @@ def task_queue() -> str:
 
 @pytest.fixture
 async def worker(temporal, task_queue):
-    """An in-process worker for every chat workflow of the course (plain, long, with approval)."""
-    running = await start_worker(temporal.client, task_queue=task_queue,
+    """An in-process worker for every chat workflow of the course (plain, long, with approval), with the fault
+    lab plugged in (it does nothing until a test switches a fault on)."""
+    running = await start_worker(temporal.client, task_queue=task_queue, plugins=[fault_lab_plugin()],
                                  workflows=[DurableAgentWorkflow, LongChatWorkflow, ApprovalChatWorkflow])
     yield running
     await running.stop()

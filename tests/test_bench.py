@@ -12,7 +12,7 @@ from temporalio.client import WorkflowFailureError
 
 from durable_agent import llm
 from durable_agent.config import OFFLINE_MODEL, Settings
-from durable_agent.bench import (
+from durable_course.bench import (
     PHASES, TURNS, BenchError, BenchReport, models_to_measure, plain_turn, run_benchmark,
 )
 from fake_openai import FakeOpenAI, completion
@@ -108,7 +108,7 @@ async def test_an_unknown_model_call_fails_the_chat_with_a_clear_error(temporal,
 
 
 def test_the_command_prints_json_or_a_clear_error():
-    command = [sys.executable, "-m", "durable_agent", "bench", "--iterations", "1", "--warmup", "0",
+    command = [sys.executable, "-m", "durable_course", "bench", "--iterations", "1", "--warmup", "0",
                "--loops", "plain,durable", "--json"]
     offline = {**os.environ, "LLM_MODEL": ""}  # "" means the offline model, whatever .env says
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=offline)

@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RetryConfig
 
-from durable_agent.chat import ChatBox, chat_box
+from durable_course.chat import ChatBox, chat_box
 from durable_agent.server import Temporal, start_temporal
 from durable_agent.session import start_chat
 from durable_agent.worker import start_worker

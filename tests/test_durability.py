@@ -20,7 +20,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 
 from durable_agent import llm, tools
-from durable_agent.faults import Faults
+from durable_course.faults import PLUGIN, Faults
 from durable_agent.logs import quiet_logs
 from durable_agent.server import free_port, start_temporal
 from durable_agent.session import ChatError, MessageNotConfirmed, open_chat, start_chat
@@ -261,7 +261,7 @@ def test_the_chat_command_prints_one_line_per_failed_attempt(tmp_path):
     faults = Faults.create(tmp_path / "faults", activate=False)
     faults.model_outage(times=2)
     env = {**os.environ, "DURABLE_AGENT_FAULTS": str(faults.path), "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "durable_agent", "chat"], input="What is 25 + 17?\nquit\n",
+    done = subprocess.run([sys.executable, "-m", "durable_agent", "chat", "--plugin", PLUGIN], input="What is 25 + 17?\nquit\n",
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     output = done.stdout + done.stderr
     assert "Agent: 25 + 17 = 42." in output, output
@@ -342,7 +342,7 @@ def test_the_server_command_stops_its_server_on_sigterm():
 # --- the load command -------------------------------------------------------------------------------------------
 
 async def test_the_load_command_counts_every_turn_through_a_worker_kill():
-    from durable_agent.load import run_load
+    from durable_course.load import run_load
 
     report = await run_load(chats=4, turns=3, kill_every=8)
     assert report.kills == 1  # after 8 answers, with the other chats mid-turn

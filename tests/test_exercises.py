@@ -21,9 +21,9 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
-from durable_agent import checks, exercises
-from durable_agent.checks import GUARD_NOTE, CheckResult, NotYet
-from durable_agent.exercises import SolutionMarkerError, strip_code
+from durable_course import checks, exercises
+from durable_course.checks import GUARD_NOTE, CheckResult, NotYet
+from durable_course.exercises import SolutionMarkerError, strip_code
 from durable_agent.llm import TAUGHT_TOOLS, extract_tool_calls, teach_offline_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def test_there_are_at_least_five_exercises_and_a_stretch():
 
 def test_committed_exercises_match_the_generator():
     drift = exercises.generate(SOLUTIONS, EXERCISES, check_only=True)
-    assert drift == [], f"exercises/ is out of date ({drift}): run python -m durable_agent.exercises generate"
+    assert drift == [], f"exercises/ is out of date ({drift}): run python -m durable_course.exercises generate"
 
 
 def test_drift_is_detected(tmp_path):
@@ -69,7 +69,7 @@ def test_drift_is_detected(tmp_path):
 
 
 def test_generate_check_command_exits_1_on_drift(tmp_path):
-    command = [sys.executable, "-m", "durable_agent.exercises", "generate", "--check", "--exercises", str(tmp_path)]
+    command = [sys.executable, "-m", "durable_course.exercises", "generate", "--check", "--exercises", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 1 and "out of date" in done.stderr and NAMES[0] in done.stderr
 
@@ -165,7 +165,7 @@ def class_check(tmp_path_factory):
     for name in NAMES:
         shutil.copy(EXERCISES / f"{name}.ipynb", folder / "bob")
     results = folder / "results.json"
-    done = subprocess.run([sys.executable, "-m", "durable_agent.exercises", "check", str(folder), "--json",
+    done = subprocess.run([sys.executable, "-m", "durable_course.exercises", "check", str(folder), "--json",
                            str(results)], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 1, done.stderr[-2000:]  # not everyone passed
     return done.stdout, {r["name"]: r for r in json.loads(results.read_text())}

@@ -15,7 +15,8 @@ from temporalio.client import WorkflowExecutionStatus
 
 from durable_agent import tools
 from durable_agent.activities import AgentActivities
-from durable_agent.faults import ENV_VAR, FaultLab, Faults, activity_runs, replay, server_restart_mid_chat
+from durable_course.faults import (ENV_VAR, FaultLab, Faults, activity_runs, fault_lab_plugin, replay,
+                                   server_restart_mid_chat)
 from durable_agent.llm import LLMConfig
 from durable_agent.session import open_chat, start_chat
 from durable_agent.worker import start_worker
@@ -117,7 +118,8 @@ async def test_model_outage_on_the_real_provider_path(temporal, task_queue, faul
                      completion(tool_calls=[tool_call("calculator", '{"expression": "25 + 17"}')]),
                      completion("25 + 17 is 42.")]
     activities = AgentActivities(LLMConfig(model="openai/fake-model", api_base=fake.base_url, timeout_seconds=10))
-    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities)
+    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities,
+                                plugins=[fault_lab_plugin()])
     try:
         report = await fault_lab.model_outage_turn(failures=0)
     finally:
@@ -139,7 +141,8 @@ async def test_an_outage_longer_than_every_attempt_is_reported_in_the_reply(temp
     fake = FakeOpenAI()
     fake.replies += [error(503, "overloaded")] * 5 + [completion("Back again.")]
     activities = AgentActivities(LLMConfig(model="openai/fake-model", api_base=fake.base_url, timeout_seconds=10))
-    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities)
+    worker = await start_worker(temporal.client, task_queue=task_queue, activities=activities,
+                                plugins=[fault_lab_plugin()])
     try:
         report = await fault_lab.model_outage_turn(failures=0, question="hello")
         print(f"\n{report}")

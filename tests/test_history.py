@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 
-from durable_agent.history import (
+from durable_course.history import (
     GAP_SECONDS, decode_events, history_events, history_table, history_timeline, workflow_task_spans,
 )
 from durable_agent.session import open_chat

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from durable_agent.activities import AgentActivities
-from durable_agent.faults import watch_backoffs
+from durable_course.faults import watch_backoffs
 from durable_agent.llm import LLMConfig
 from durable_agent.session import ChatError, start_chat
 from durable_agent.worker import start_worker

@@ -1,9 +1,9 @@
 """Exercises from one source: generate `exercises/` from `solutions/`, and check a folder of submissions.
 
-    python -m durable_agent.exercises generate            # solutions/ -> exercises/ (commit the result)
-    python -m durable_agent.exercises generate --check    # exit 1 if exercises/ is out of date
-    python -m durable_agent.exercises check FOLDER        # run every notebook in FOLDER, print a table
-    python -m durable_agent.exercises check FOLDER --json results.json   # ... and keep every result
+    python -m durable_course.exercises generate            # solutions/ -> exercises/ (commit the result)
+    python -m durable_course.exercises generate --check    # exit 1 if exercises/ is out of date
+    python -m durable_course.exercises check FOLDER        # run every notebook in FOLDER, print a table
+    python -m durable_course.exercises check FOLDER --json results.json   # ... and keep every result
 
 The solution notebooks are the source of truth. In a code cell, the lines between `# BEGIN SOLUTION` and
 `# END SOLUTION` are the learner's part: the exercise gets `# YOUR CODE HERE` instead, plus the block's
@@ -225,7 +225,7 @@ def check_folder(folder: Path) -> list[NotebookReport]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m durable_agent.exercises", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m durable_course.exercises", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write exercises/ from solutions/")
     gen.add_argument("--solutions", type=Path, default=ROOT / "solutions")
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             changed = generate(args.solutions, args.exercises, check_only=args.check)
             if args.check and changed:
-                print(f"exercises/ is out of date for: {', '.join(changed)}. Run: python -m durable_agent.exercises "
+                print(f"exercises/ is out of date for: {', '.join(changed)}. Run: python -m durable_course.exercises "
                       "generate", file=sys.stderr)
                 return 1
             print(f"{'out of date' if args.check else 'written'}: {', '.join(changed) or 'nothing, all up to date'}")

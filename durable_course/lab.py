@@ -1,6 +1,6 @@
 """One notebook cell starts the course's machinery: an embedded Temporal server and a worker.
 
-    from durable_agent.lab import start_lab
+    from durable_course.lab import start_lab
     lab = await start_lab()              # server + worker in this kernel, in about a second
     chat = await lab.new_chat()
     await lab.ask(chat, "What is 25 + 17?")
@@ -17,11 +17,11 @@ from typing import Any
 
 from temporalio.client import Client
 
-from .logs import quiet_logs
-from .server import Temporal, start_temporal
-from .session import ChatSession, start_chat
-from .worker import BackgroundWorker, start_worker
-from .workflow import AgentReply
+from durable_agent.logs import quiet_logs
+from durable_agent.server import Temporal, start_temporal
+from durable_agent.session import ChatSession, start_chat
+from durable_agent.worker import BackgroundWorker, start_worker
+from durable_agent.workflow import AgentReply
 
 
 @dataclass

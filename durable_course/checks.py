@@ -9,7 +9,7 @@ about itself; the numbers a check uses (turns, keywords, timeouts) are the check
 
 An untouched exercise never shows PASS. A criterion that only guards what already worked before the
 learner's change (exercise 4's teammate code already moderates new chats) says so: KEPT, not PASS. The lines
-have one fixed shape, which `python -m durable_agent.exercises check FOLDER` reads back:
+have one fixed shape, which `python -m durable_course.exercises check FOLDER` reads back:
 
     PASS     [ex1] convert_units refuses bad input with ToolInputError
     NOT YET  [ex1] the agent calls convert_units for 'Please convert 10 km to miles.'
@@ -44,10 +44,10 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.service import RPCError
     from temporalio.worker import Replayer, Worker
 
-    from .activities import Plan, ToolInput, ToolResult
-    from .session import ChatSession
-    from .tools import TOOLS, ToolInputError
-    from .workflow import AgentReply, ChatInput, DurableAgentWorkflow
+    from durable_agent.activities import Plan, ToolInput, ToolResult
+    from durable_agent.session import ChatSession
+    from durable_agent.tools import TOOLS, ToolInputError
+    from durable_agent.workflow import AgentReply, ChatInput, DurableAgentWorkflow
 
 WORKSPACE = "my_code"
 CHECK_TIMEOUT = 60.0  # seconds a check waits for one answer before reporting "not yet"
@@ -143,7 +143,7 @@ def _queue() -> str:
 
 async def _with_worker(client: Client, workflows: list[type], body: Callable[[str], Awaitable[None]]) -> None:
     """Run `body(task_queue)` while a worker for `workflows` (and the agent's activities) polls that queue."""
-    from .worker import create_worker
+    from durable_agent.worker import create_worker
 
     queue = _queue()
     worker = create_worker(client, task_queue=queue, workflows=workflows)
@@ -242,7 +242,7 @@ async def _result(handle: WorkflowHandle, seconds: float = 20.0) -> Any:
 
 async def replay(history: Any, workflow_class: type) -> str | None:
     """Replay a recorded history with `workflow_class`; None if it replays cleanly, else the error."""
-    from .server import _quiet_stdio  # the SDK's core also logs the failure to stderr, with ids and times
+    from durable_agent.server import _quiet_stdio  # the SDK's core also logs the failure to stderr, with ids and times
 
     try:
         with _quiet_stdio():

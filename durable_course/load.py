@@ -22,10 +22,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .faults import Faults
-from .server import start_temporal
-from .session import ChatError, ChatSession, start_chat
-from .worker import WorkerProcess, start_worker_process
+from .faults import PLUGIN, Faults
+from durable_agent.server import start_temporal
+from durable_agent.session import ChatError, ChatSession, start_chat
+from durable_agent.worker import WorkerProcess, start_worker_process
 
 
 @dataclass
@@ -109,7 +109,7 @@ async def run_load(chats: int = 50, turns: int = 10, kill_every: int | None = No
     temporal = await start_temporal(ui=False)
     task_queue = f"load-{uuid.uuid4().hex[:8]}"
     worker: list[WorkerProcess] = [await start_worker_process(temporal.address, namespace=temporal.namespace,
-                                                              task_queue=task_queue)]
+                                                              task_queue=task_queue, plugins=[PLUGIN])]
     report = LoadReport(chats, turns, 0, 0.0)
     try:
         sessions = [await start_chat(temporal.client, task_queue=task_queue) for _ in range(chats)]
@@ -129,7 +129,7 @@ async def run_load(chats: int = 50, turns: int = 10, kill_every: int | None = No
                     report.kills += 1
                     progress(f"worker SIGKILLed after {report.answered} answers ({report.kills})")
                     worker[0] = await start_worker_process(temporal.address, namespace=temporal.namespace,
-                                                           task_queue=task_queue)
+                                                           task_queue=task_queue, plugins=[PLUGIN])
 
         async def chat_loop(index: int, session: ChatSession) -> None:
             for turn in range(turns):

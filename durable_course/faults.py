@@ -14,8 +14,12 @@ are read at the moment an activity runs, so they reach a worker in this process 
     faults.model_outage(times=3)      # the offline model answers HTTP 503 three times
     faults.clear()                    # switches off; faults.executions() still lists what ran
 
-`FaultInterceptor` (installed by `worker.create_worker`) appends one line per activity start and end to
-`executions.jsonl` in that directory with a single `write`, so the count of real executions survives SIGKILL.
+The lab reaches a worker only from outside, as a Temporal worker plugin: `fault_lab_plugin()` for a worker
+in this process (`start_worker(client, plugins=[fault_lab_plugin()])`), `PLUGIN` for a worker process
+(`start_worker_process(address, plugins=[PLUGIN])`). Its `FaultInterceptor` appends one line per activity
+start and end to `executions.jsonl` in that directory with a single `write`, so the count of real executions
+survives SIGKILL; it also sets the offline model's outage hook (`llm.set_offline_outage`). A worker started
+without the plugin runs no code of this module.
 """
 
 from __future__ import annotations
@@ -32,18 +36,20 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 from temporalio import activity
 from temporalio.client import WorkflowHistory
+from temporalio.plugin import SimplePlugin
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Replayer
 
-from .config import redact_secrets
+from durable_agent import llm
+from durable_agent.config import redact_secrets
 
-if TYPE_CHECKING:  # imported lazily below: worker.py imports this module
-    from .server import Temporal
-    from .session import ChatSession
-    from .worker import BackgroundWorker, WorkerProcess
+if TYPE_CHECKING:
+    from durable_agent.server import Temporal
+    from durable_agent.session import ChatSession
+    from durable_agent.worker import BackgroundWorker, WorkerProcess
 
 try:
     import fcntl
@@ -226,6 +232,30 @@ def model_outage_status() -> int | None:
     faults = current()
     fault = faults.take(OUTAGE, "model") if faults else None
     return fault.status if fault else None
+
+
+PLUGIN = "durable_course.faults:fault_lab_plugin"  # the plugin's import path, for a worker process
+_workers_with_the_lab = 0
+
+
+@contextlib.asynccontextmanager
+async def _outage_switch() -> AsyncIterator[None]:
+    """While a worker with the lab runs in this process, the offline model obeys `Faults.model_outage`."""
+    global _workers_with_the_lab
+    _workers_with_the_lab += 1
+    llm.set_offline_outage(model_outage_status)
+    try:
+        yield
+    finally:
+        _workers_with_the_lab -= 1
+        if _workers_with_the_lab == 0:
+            llm.set_offline_outage(None)
+
+
+def fault_lab_plugin() -> SimplePlugin:
+    """The fault lab as a Temporal worker plugin: the execution log, hangs and holds (an activity
+    interceptor), and model outages (the offline model's outage hook), all read from DURABLE_AGENT_FAULTS."""
+    return SimplePlugin("durable-course.fault-lab", interceptors=[FaultInterceptor()], run_context=_outage_switch)
 
 
 class FaultInterceptor(Interceptor):
@@ -463,14 +493,15 @@ class FaultLab:
 
     async def start_worker_process(self, tools_module: str | None = None) -> WorkerProcess:
         """A worker process that sees the fault switches (and imports `tools_module`, if given)."""
-        from .worker import TOOL_MODULES_ENV, start_worker_process
+        from durable_agent.worker import TOOL_MODULES_ENV, start_worker_process
 
         await self._stop_workers()  # the lab's task queue has one worker at a time
         # No .pyc files: a fix saved within the same second as the bug is never masked by a stale cache.
         env = {ENV_VAR: str(self.faults.path), "PYTHONDONTWRITEBYTECODE": "1", TOOL_MODULES_ENV: tools_module or ""}
         if self.tools_path:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (self.tools_path, os.environ.get("PYTHONPATH")) if p)
-        self.worker = await start_worker_process(self.temporal.address, task_queue=self.task_queue, env=env)
+        self.worker = await start_worker_process(self.temporal.address, task_queue=self.task_queue, env=env,
+                                                 plugins=[PLUGIN])
         return self.worker
 
     async def stop_worker_process(self) -> None:
@@ -479,7 +510,7 @@ class FaultLab:
             self.worker = None
 
     async def new_chat(self) -> ChatSession:
-        from .session import start_chat
+        from durable_agent.session import start_chat
 
         return await start_chat(self.temporal.client, task_queue=self.task_queue)
 
@@ -579,8 +610,8 @@ class FaultLab:
         import importlib
         import sys
 
-        from . import tools
-        from .worker import start_worker
+        from durable_agent import tools
+        from durable_agent.worker import start_worker
 
         await self._stop_workers()  # the lab's task queue has one worker at a time
         self.builtin_tools = self.builtin_tools or dict(tools.TOOLS)
@@ -593,7 +624,8 @@ class FaultLab:
                 importlib.import_module(tools_module)
         finally:
             sys.dont_write_bytecode = saved
-        self.kernel_worker = await start_worker(self.temporal.client, task_queue=self.task_queue)
+        self.kernel_worker = await start_worker(self.temporal.client, task_queue=self.task_queue,
+                                                plugins=[fault_lab_plugin()])
 
     async def _stop_workers(self) -> None:
         await self.stop_worker_process()
@@ -606,7 +638,7 @@ class FaultLab:
         await self._stop_workers()
         self.faults.clear()
         if self.builtin_tools:
-            from . import tools
+            from durable_agent import tools
 
             tools.TOOLS.clear()
             tools.TOOLS.update(self.builtin_tools)
@@ -741,10 +773,10 @@ async def server_restart_mid_chat(db_file: str | os.PathLike[str], faults: Fault
     activity execution, so the report counts them. The worker sends heartbeats every 0.1 s (by default at
     most every 80% of a heartbeat timeout), so what the server last heard of the call is fresh when it stops:
     a restart shorter than the call's timeouts does not make the server give up on it."""
-    from .config import settings
-    from .server import free_port, start_temporal
-    from .session import start_chat
-    from .worker import start_worker
+    from durable_agent.config import settings
+    from durable_agent.server import free_port, start_temporal
+    from durable_agent.session import start_chat
+    from durable_agent.worker import start_worker
 
     if settings().temporal_address:
         raise RuntimeError("this experiment restarts the embedded server; unset TEMPORAL_ADDRESS to run it")
@@ -756,7 +788,7 @@ async def server_restart_mid_chat(db_file: str | os.PathLike[str], faults: Fault
     port = free_port()
     temporal = await start_temporal(db_file=db_file, ui=False, port=port)
     restarted = None
-    worker = await start_worker(temporal.client, task_queue=task_queue,
+    worker = await start_worker(temporal.client, task_queue=task_queue, plugins=[fault_lab_plugin()],
                                 max_heartbeat_throttle_interval=timedelta(seconds=0.1))
     pending: asyncio.Task[Any] | None = None
     try:

@@ -40,12 +40,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner
 
-from . import llm, tools
-from .activities import AgentActivities, ChatMessage, parse_reply
-from .config import Settings, redact_secrets, settings
-from .session import ChatError, start_chat
-from .worker import create_worker
-from .workflow import DEFAULT_MAX_STEPS, ChatInput
+from durable_agent import llm, tools
+from durable_agent.activities import AgentActivities, ChatMessage, parse_reply
+from durable_agent.config import Settings, redact_secrets, settings
+from durable_agent.session import ChatError, start_chat
+from durable_agent.worker import create_worker
+from durable_agent.workflow import DEFAULT_MAX_STEPS, ChatInput
 
 # The turns measured: a message for the offline model, and how many tool calls it needs.
 TURNS: dict[int, str] = {
@@ -415,7 +415,7 @@ async def run_benchmark(client: Client | None = None, *, iterations: int = 50, w
     say = progress or (lambda text: None)
     temporal = None
     if client is None and set(loops) - {PLAIN}:
-        from .server import start_temporal
+        from durable_agent.server import start_temporal
 
         temporal = await start_temporal(ui=False)
         client = temporal.client

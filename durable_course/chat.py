@@ -5,7 +5,7 @@ Update; while the agent works, the box polls the workflow's `status` query ("thi
 calculator"); after each reply it shows what the `history` query says the turn did. Open a box for an
 existing workflow id and it rebuilds the whole conversation from Temporal.
 
-    from durable_agent.chat import chat_box
+    from durable_course.chat import chat_box
     box = await chat_box(chat, lab.temporal)            # a ChatSession, a workflow handle ...
     box = await chat_box("chat-1a2b3c4d", lab.temporal)  # ... or the id of an existing chat
     box                                                  # display it; type a message and press Enter
@@ -25,10 +25,10 @@ from typing import Any, Coroutine
 import ipywidgets as widgets
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
-from .activities import ChatMessage
-from .server import Temporal
-from .session import ChatError, ChatSession, open_chat
-from .workflow import AgentReply, ChatStatus
+from durable_agent.activities import ChatMessage
+from durable_agent.server import Temporal
+from durable_agent.session import ChatError, ChatSession, open_chat
+from durable_agent.workflow import AgentReply, ChatStatus
 
 # How each kind of entry looks: (CSS of the bubble, which side it sits on).
 STYLES = {

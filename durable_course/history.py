@@ -4,7 +4,7 @@ Primitive 3 (event-sourced state): the server records every step of a workflow a
 accepted, an activity scheduled, started, completed, a reply sent). That list *is* the agent's state: a
 worker rebuilds the conversation by replaying it. This module only reads it.
 
-    from durable_agent.history import history_table, history_timeline
+    from durable_course.history import history_table, history_timeline
     await history_table(chat)        # event, time, activity, attempt, result summary
     await history_timeline(chat)     # activities as bars on a time axis; waits, retries and gaps visible
 
@@ -27,7 +27,7 @@ from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
-from .session import ChatSession
+from durable_agent.session import ChatSession
 
 SUMMARY_CHARS = 70
 GAP_SECONDS = 1.0  # a wait at least this long is labelled in the timeline
