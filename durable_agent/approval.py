@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from .config import settings
     from .session import ChatError, ChatSession, new_chat_id
 
-from .workflow import DEFAULT_MAX_STEPS, ChatInput, ChatStatus, DurableAgentWorkflow, Transcript
+from .workflow import DEFAULT_MAX_STEPS, ChatInput, DurableAgentWorkflow, Transcript
 
 
 @dataclass
@@ -73,7 +73,7 @@ class ApprovalChatWorkflow(DurableAgentWorkflow):
     async def run(self, input: ApprovalChatInput) -> Transcript:
         return await super().run(input.chat or ChatInput(input.max_steps_per_turn))
 
-    def _next_run_input(self, carried: ChatInput) -> ApprovalChatInput:
+    def next_run_input(self, carried: ChatInput) -> ApprovalChatInput:
         return dataclasses.replace(self._input, chat=carried)
 
     @workflow.update
@@ -95,14 +95,14 @@ class ApprovalChatWorkflow(DurableAgentWorkflow):
     def pending_approval(self) -> ApprovalRequest | None:
         return self._pending
 
-    async def _run_tool(self, call: ToolCall) -> ToolResult:
+    async def run_tool(self, call: ToolCall) -> ToolResult:
         if call.name not in self._needs_approval:
-            return await super()._run_tool(call)
+            return await super().run_tool(call)
         self._pending = ApprovalRequest(call.id, call.name, dict(call.arguments))
         self._decision = None
-        self._status = ChatStatus("awaiting_approval", tool=call.name, turns=self._status.turns)
+        self.show_status("awaiting_approval", call.name)
         try:
-            await workflow.wait_condition(lambda: self._decision is not None or self._ended,
+            await workflow.wait_condition(lambda: self._decision is not None or self.ended,
                                           timeout=self._approval_timeout)
             decision = self._decision or ApprovalDecision(call.id, False, "the chat was ended")
         except asyncio.TimeoutError:
@@ -113,8 +113,8 @@ class ApprovalChatWorkflow(DurableAgentWorkflow):
         if not decision.approved:
             why = f": {decision.reason}" if decision.reason else ""
             return ToolResult(call.id, call.name, f"Error: the user did not approve this call{why}", ok=False)
-        self._status = ChatStatus("running_tool", tool=call.name, turns=self._status.turns)
-        return await super()._run_tool(call)
+        self.show_status("running_tool", call.name)
+        return await super().run_tool(call)
 
 
 @dataclass

@@ -8,8 +8,8 @@ system message) plus the turns of the current run, never the whole chat.
 
 `DurableAgentWorkflow` already does this when its history gets long (thousands of events). This variant
 does it after a fixed number of turns (`max_turns_per_run`), so notebook 07 can show it after three.
-`LongChatWorkflow` is `DurableAgentWorkflow` with a different `run` method: the same Update, signal and
-queries, so `ChatSession` talks to it unchanged (an Update or query without a run id goes to the latest run).
+`LongChatWorkflow` is `DurableAgentWorkflow` with two extension points overridden (`run_is_full`,
+`next_run_input`): the same Update, signal and queries, so `ChatSession` talks to it unchanged (an Update or query without a run id goes to the latest run).
 
     chat = await start_long_chat(client, input=LongChatInput(max_turns_per_run=3))
     await chat.send("What is 2 + 2?")
@@ -47,24 +47,26 @@ class LongChatWorkflow(DurableAgentWorkflow):
     def __init__(self, input: LongChatInput) -> None:
         super().__init__(ChatInput(input.max_steps_per_turn, summary=input.summary, earlier_turns=input.earlier_turns,
                                    max_summary_chars=input.max_summary_chars))  # turns count on across runs
+        self._input = input
 
     @workflow.run
     async def run(self, input: LongChatInput) -> Transcript:
-        def run_is_full() -> bool:
-            return self._status.turns - input.earlier_turns >= max(1, input.max_turns_per_run)
+        return await super().run(ChatInput(input.max_steps_per_turn))
 
-        # Sleep until the chat ends or this run has had its turns, and no message is half answered.
-        await workflow.wait_condition(
-            lambda: (self._ended or run_is_full()) and workflow.all_handlers_finished())
-        if self._ended:
-            return Transcript(self.history(), self._status.turns)
-        workflow.continue_as_new(LongChatInput(
+    def run_is_full(self) -> bool:
+        """This run has had its turns (the default's history-length limit still applies too)."""
+        return self.turns_this_run >= max(1, self._input.max_turns_per_run) or super().run_is_full()
+
+    def next_run_input(self, carried: ChatInput) -> LongChatInput:
+        """Only a summary of this run's messages goes on, none of the messages themselves."""
+        input = self._input
+        return LongChatInput(
             max_turns_per_run=input.max_turns_per_run,
-            summary=summarize(input.summary, self._messages, input.max_summary_chars),
-            earlier_turns=self._status.turns,
+            summary=summarize(input.summary, self.messages, input.max_summary_chars),
+            earlier_turns=self.turns,
             max_summary_chars=input.max_summary_chars,
             max_steps_per_turn=input.max_steps_per_turn,
-        ))
+        )
 
 
 async def start_long_chat(client: Client, workflow_id: str | None = None, *, task_queue: str | None = None,

@@ -15,6 +15,21 @@ plus the newest messages), so each turn adds about the same to the event history
 of this run is long (`ChatInput.events_per_run`, or when Temporal suggests it), the workflow *continues as
 new*: the run closes and a fresh one, with the same workflow id, carries on from the summary and the
 newest messages. Clients, queries and the chat box follow the chat's id, so they never notice.
+
+Extension points: a subclass (decorated with `@workflow.defn`, its `run` calling `super().run`) changes the
+agent by overriding these, and reads `turns`, `turns_this_run`, `messages` and `ended`; everything whose
+name starts with `_` is private and may change:
+
+- `async before_turn(text) -> AgentReply | None`: a step before the model is asked (run an activity, check
+  the message). Return a reply to answer without the model; None goes on with the turn.
+- `async run_tool(call) -> ToolResult`: the tool step, one tool call (default: the `execute_tool` activity,
+  a failure becoming an error result the model reads). `approval.py` asks a human first.
+- `after_turn(text, reply) -> AgentReply`: the end-of-turn decision. Return the reply, changed if you like;
+  with `reply.chat_ended = True` the chat ends after this turn.
+- `run_is_full() -> bool`: when this run hands over to a fresh one (continue-as-new); checked between turns.
+- `next_run_input(carried) -> object`: the next run's input; `carried` is what the default carries over.
+- `show_status(state, tool=None)`: what the `status` query reports (the chat box shows it) until the turn ends.
+- `end()`: end the chat once the current turn is answered (the `end_chat` signal calls it).
 """
 
 from __future__ import annotations
@@ -163,6 +178,8 @@ class DurableAgentWorkflow:
         self._context_turns = max(1, input.context_turns)
         self._summary_chars = input.max_summary_chars
         self._answered: dict[str, AgentReply] = {a.message_id: a.reply for a in input.answered}
+        self._events_per_run = input.events_per_run
+        self._earlier_turns = input.earlier_turns
         self._status = ChatStatus("idle", turns=input.earlier_turns)
         self._busy = False
         self._ended = False
@@ -175,20 +192,71 @@ class DurableAgentWorkflow:
         # The workflow sleeps here, durably, for as long as the chat lasts; Updates do the work. It wakes to
         # end, or to hand over to a fresh run when this one's history is long, never in the middle of a turn.
         await workflow.wait_condition(
-            lambda: (self._ended or self._history_is_long(input.events_per_run)) and workflow.all_handlers_finished())
+            lambda: (self._ended or (not self._busy and self.run_is_full())) and workflow.all_handlers_finished())
         if self._ended:
             return Transcript(self.history(), self._status.turns)
-        workflow.continue_as_new(self._next_run_input(self._carry_over(input)))
+        workflow.continue_as_new(self.next_run_input(self._carry_over()))
 
-    def _next_run_input(self, carried: ChatInput) -> object:
+    # --- what a subclass reads ------------------------------------------------------------------------------
+
+    @property
+    def turns(self) -> int:
+        """Turns answered in this chat, over all its runs."""
+        return self._status.turns
+
+    @property
+    def turns_this_run(self) -> int:
+        return self._status.turns - self._earlier_turns
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        """This run's messages (older turns live on in the summary). A copy: change the chat through the hooks."""
+        return list(self._messages)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def end(self) -> None:
+        """End the chat once the message being answered (if any) has its reply."""
+        self._ended = True
+        if not self._busy:
+            self._status = ChatStatus("ended", turns=self._status.turns)
+
+    def show_status(self, state: str, tool: str | None = None) -> None:
+        """What the `status` query reports until the turn ends: "planning", "running_tool", or a state of yours."""
+        self._status = ChatStatus(state, tool=tool, turns=self._status.turns)
+
+    # --- extension points (see the module's docstring) ------------------------------------------------------
+
+    async def before_turn(self, text: str) -> AgentReply | None:
+        """Before the model is asked: return a reply to answer without it, None to go on."""
+        return None
+
+    async def run_tool(self, call: ToolCall) -> ToolResult:
+        """Run one tool call as an activity; a failure becomes an error result the model can read."""
+        try:
+            return await workflow.execute_activity_method(
+                AgentActivities.execute_tool, ToolInput(call), **TOOL_ACTIVITY)
+        except ActivityError as err:
+            return ToolResult(call.id, call.name, f"Error: {_reason(err)}", ok=False)
+
+    def after_turn(self, text: str, reply: AgentReply) -> AgentReply:
+        """The end-of-turn decision: the reply to send; `reply.chat_ended = True` ends the chat."""
+        return reply
+
+    def run_is_full(self) -> bool:
+        """Hand over to a fresh run (continue-as-new) when Temporal suggests it or the history is long."""
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._events_per_run
+
+    def next_run_input(self, carried: ChatInput) -> object:
         """The next run's input. A workflow whose own input wraps a `ChatInput` puts `carried` in it."""
         return carried
 
-    def _history_is_long(self, events_per_run: int) -> bool:
-        info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= events_per_run
+    # --- the agent loop (private) ---------------------------------------------------------------------------
 
-    def _carry_over(self, input: ChatInput) -> ChatInput:
+    def _carry_over(self) -> ChatInput:
         """What the next run needs: the summary, the newest messages, the turn count, the last answers."""
         cut = window(self._messages, self._context_chars, self._context_turns)
         answered = [Answered(i, r) for i, r in self._answered.items()][-REMEMBERED_ANSWERS:]
@@ -196,7 +264,7 @@ class DurableAgentWorkflow:
             max_steps_per_turn=self._max_steps, history=cut.recent, model_call=self._model_call,
             summary=summarize(self._summary, cut.older, self._summary_chars), earlier_turns=self._status.turns,
             context_chars=self._context_chars, context_turns=self._context_turns, max_summary_chars=self._summary_chars,
-            events_per_run=input.events_per_run, answered=answered)
+            events_per_run=self._events_per_run, answered=answered)
 
     @workflow.update
     async def send_message(self, message: UserMessage) -> AgentReply:
@@ -207,7 +275,16 @@ class DurableAgentWorkflow:
             raise ApplicationError(self._refusal(), type="ChatUnavailable")
         self._busy = True
         try:
-            reply = await self._turn(message.text.strip())
+            text = message.text.strip()
+            reply = await self.before_turn(text)
+            if reply is None:
+                reply = await self._turn(text)
+            else:  # answered before the model was asked: still a turn of the conversation
+                self._messages += [ChatMessage("user", text), ChatMessage("assistant", reply.text)]
+                self._status = ChatStatus("idle", turns=self._status.turns + 1)
+            reply = self.after_turn(text, reply)
+            if reply.chat_ended:
+                self._ended = True
             self._remember(message_id, reply)
             return reply
         finally:
@@ -227,9 +304,7 @@ class DurableAgentWorkflow:
 
     @workflow.signal
     def end_chat(self) -> None:
-        self._ended = True
-        if not self._busy:
-            self._status = ChatStatus("ended", turns=self._status.turns)
+        self.end()
 
     @workflow.query
     def history(self) -> list[ChatMessage]:
@@ -268,21 +343,12 @@ class DurableAgentWorkflow:
             self._messages.append(ChatMessage("assistant", plan.answer, tool_calls=plan.tool_calls))
             for call in plan.tool_calls:
                 self._status = ChatStatus("running_tool", tool=call.name, turns=turns)
-                result = await self._run_tool(call)
+                result = await self.run_tool(call)
                 used.append(call.name)
                 self._messages.append(ChatMessage("tool", result.output, tool_call_id=call.id))
         return self._failed_turn(
             f"I stopped after {self._max_steps} steps without a final answer (the limit per message).",
             used, self._max_steps, turns)
-
-    async def _run_tool(self, call: ToolCall) -> ToolResult:
-        """Run one tool call as an activity; a failure becomes an error result the model can read.
-        A subclass can wrap this step (approval.py asks a human first)."""
-        try:
-            return await workflow.execute_activity_method(
-                AgentActivities.execute_tool, ToolInput(call), **TOOL_ACTIVITY)
-        except ActivityError as err:
-            return ToolResult(call.id, call.name, f"Error: {_reason(err)}", ok=False)
 
     async def _plan(self) -> Plan:
         """Ask the model for the next step: an activity (default) or a local activity (ChatInput.model_call)."""

@@ -561,8 +561,8 @@ async def check_chat_ending(lab: Any, workflow_class: type) -> None:
                 raise NotYet(f"replaying a finished chat fails: {error}")
 
     await criterion("ex3", f"the chat ends by itself after {MAX_TURNS} turns",
-                    "after super()._turn(...), compare the turn count with MAX_TURNS; set self._ended and "
-                    "reply.chat_ended", after_turns)
+                    "in after_turn(text, reply), compare self.turns with MAX_TURNS and set "
+                    "reply.chat_ended = True", after_turns)
     await criterion("ex3", f"a message containing the word {KEYWORD!r} ends the chat",
                     "look at the message text, which is part of the history (never at the clock)", on_keyword)
     await criterion("ex3", "the ending is deterministic: finished chats replay cleanly",
@@ -767,8 +767,8 @@ async def check_continue_as_new(lab: Any, workflow_class: type) -> None:
         await _with_worker(lab.client, [workflow_class], body)
 
     await criterion("ex6", f"after {TURNS_PER_RUN} turns the chat continues as new, carrying a summary",
-                    "in run(): wait for the turn limit and workflow.all_handlers_finished(), then "
-                    "workflow.continue_as_new(ChatInput(history=[summary message]))", continues)
+                    "run_is_full(): True once self.turns_this_run reaches TURNS_PER_RUN; next_run_input(carried): "
+                    "ChatInput(carried.max_steps_per_turn, history=[summarize(self.messages)])", continues)
 
 
 async def _new_run(handle: WorkflowHandle, first_run: str | None, seconds: float = 10.0) -> bool:
