@@ -6,6 +6,7 @@ nbval cannot: the shape every notebook shares (docs/CONTRIBUTING.md), and the pr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import defaultdict
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+from durable_course import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -169,3 +172,26 @@ def test_a_notebook_runs_its_own_server_and_leaves_no_process_behind():
         left = descendants(kernel_pid)
     assert "temporal" in seen_running, "the notebook started its own Temporal server, in its kernel"
     assert "temporal" not in left.values(), f"processes left when the notebook ended: {left}"
+
+
+def test_committed_notebooks_carry_nothing_that_changes_by_itself():
+    """No execution timestamps, no saved widget state, no widget model ids: `python -m durable_course.notebooks
+    refresh` (docs/CONTRIBUTING.md) leaves a notebook clean, and this names what a notebook saved otherwise."""
+    found = {p.relative_to(ROOT).as_posix(): notebooks.problems(json.loads(p.read_text()))
+             for p in notebooks.committed()}
+    assert len(found) >= len(COURSE) + 12  # the course, and the exercises with their solutions
+    assert {path: problems for path, problems in found.items() if problems} == {}
+
+
+def test_the_cleaner_names_and_removes_what_a_jupyter_save_adds():
+    saved = {"metadata": {"widgets": {"state": {}}, "kernelspec": {"name": "python3"}}, "cells": [
+        {"cell_type": "code", "metadata": {"tags": ["raises-exception"], "execution": {"iopub.status.busy": "2026"}},
+         "outputs": [{"output_type": "display_data", "data": {"text/plain": "ChatBox()", notebooks.WIDGET_VIEW:
+                                                               {"model_id": "8f3c"}}}]}]}
+    assert notebooks.problems(saved) == ["saved widget state (metadata.widgets)", "cell 1: metadata execution",
+                                         "cell 1: a widget view's model id in its output"]
+    cleaned = notebooks.clean(saved)
+    assert notebooks.problems(cleaned) == []
+    assert cleaned["metadata"] == {"kernelspec": {"name": "python3"}}
+    assert cleaned["cells"][0]["metadata"] == {"tags": ["raises-exception"]}
+    assert cleaned["cells"][0]["outputs"][0]["data"] == {"text/plain": "ChatBox()"}
