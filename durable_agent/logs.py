@@ -16,11 +16,12 @@ its warnings go to the log file only, its errors to both.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 from .config import redact_secrets
 
@@ -102,3 +103,15 @@ def quiet_logs(stream: IO[str] | None = None, log_file: str | Path | None = None
     logger.propagate = False
     _forward_core_logs()
     return path
+
+
+@contextlib.contextmanager
+def silenced(logger_name: str = "temporalio") -> Iterator[None]:
+    """Nothing from `logger_name` (the SDK, by default) while the block runs: for an expected failure that the
+    caller reports in its own words (a replay that must fail, a tool that fails on purpose)."""
+    logger = logging.getLogger(logger_name)
+    level, logger.level = logger.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -39,15 +39,21 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ApplicationErrorCategory
 
 with workflow.unsafe.imports_passed_through():
-    from temporalio.api.enums.v1 import EventType, RetryState
+    from temporalio.api.enums.v1 import RetryState
     from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
     from temporalio.service import RPCError
-    from temporalio.worker import Replayer, Worker
+    from temporalio.worker import Worker
 
     from durable_agent.activities import Plan, ToolInput, ToolResult
     from durable_agent.session import ChatSession
     from durable_agent.tools import TOOLS, ToolInputError
     from durable_agent.workflow import AgentReply, ChatInput, DurableAgentWorkflow
+
+from .events import Activity, Event, count, decode
+from .events import activities as recorded_activities
+from .events import fetch as fetch_history
+from .events import read as read_events
+from .events import replay as replay_history
 
 WORKSPACE = "my_code"
 CHECK_TIMEOUT = 60.0  # seconds a check waits for one answer before reporting "not yet"
@@ -151,74 +157,31 @@ async def _with_worker(client: Client, workflows: list[type], body: Callable[[st
         await body(queue)
 
 
-async def _events(handle: WorkflowHandle) -> list[Any]:
-    return list((await handle.fetch_history()).events)
-
-
-@dataclass
-class RecordedActivity:
-    """One activity as the event history records it: what was asked, and how it ended."""
-
-    type: str
-    event_id: int  # of its ActivityTaskScheduled event
-    input: list[Any]  # payloads
-    schedule_to_close: float | None  # seconds, as the server enforces it (None: no limit)
-    outcome: str = "pending"  # "completed", "failed", "timed out", "canceled"
-    attempt: int = 0  # the last attempt (started event)
-    result: list[Any] = field(default_factory=list)  # payloads, when completed
-    retry_state: int | None = None  # when failed: why the server stopped retrying
-
-
-def _recorded_activities(events: list[Any]) -> list[RecordedActivity]:
-    found: dict[int, RecordedActivity] = {}
-    for event in events:
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            attrs = event.activity_task_scheduled_event_attributes
-            limit = attrs.schedule_to_close_timeout.ToTimedelta().total_seconds() \
-                if attrs.HasField("schedule_to_close_timeout") else 0.0
-            found[event.event_id] = RecordedActivity(attrs.activity_type.name, event.event_id,
-                                                     list(attrs.input.payloads), limit or None)
-        elif event.HasField("activity_task_started_event_attributes"):
-            attrs = event.activity_task_started_event_attributes
-            found[attrs.scheduled_event_id].attempt = attrs.attempt
-        elif event.HasField("activity_task_completed_event_attributes"):
-            attrs = event.activity_task_completed_event_attributes
-            found[attrs.scheduled_event_id].outcome = "completed"
-            found[attrs.scheduled_event_id].result = list(attrs.result.payloads)
-        elif event.HasField("activity_task_failed_event_attributes"):
-            attrs = event.activity_task_failed_event_attributes
-            found[attrs.scheduled_event_id].outcome = "failed"
-            found[attrs.scheduled_event_id].retry_state = attrs.retry_state
-        elif event.HasField("activity_task_timed_out_event_attributes"):
-            found[event.activity_task_timed_out_event_attributes.scheduled_event_id].outcome = "timed out"
-    return list(found.values())
+async def _events(handle: WorkflowHandle) -> list[Event]:
+    return read_events(await fetch_history(handle))
 
 
 def _decode(client: Client, payloads: list[Any], type_: type) -> Any:
-    return client.data_converter.payload_converter.from_payloads(payloads, [type_])[0]
+    return decode(payloads, type_, client.data_converter)
 
 
-def _tool_calls(client: Client, events: list[Any]) -> list[tuple[RecordedActivity, ToolInput]]:
+def _tool_calls(client: Client, events: list[Any]) -> list[tuple[Activity, ToolInput]]:
     """Every execute_tool activity the workflow scheduled, with the tool call it asked for."""
-    return [(a, _decode(client, a.input, ToolInput)) for a in _recorded_activities(events) if a.type == "execute_tool"]
+    return [(a, _decode(client, a.input, ToolInput)) for a in recorded_activities(events) if a.type == "execute_tool"]
 
 
 def _model_ended_the_chat(client: Client, events: list[Any]) -> bool:
     """Whether any model call answered with end_chat (the model's goodbye rule), from the recorded results."""
-    return any(_decode(client, a.result, Plan).end_chat for a in _recorded_activities(events)
+    return any(_decode(client, a.result, Plan).end_chat for a in recorded_activities(events)
                if a.type == "plan_next_action" and a.outcome == "completed")
-
-
-def _count(events: list[Any], event_type: int) -> int:
-    return sum(1 for e in events if e.event_type == event_type)
 
 
 async def _task_failure(handle: WorkflowHandle) -> str | None:
     """The last workflow-task failure (a bug in workflow code makes the task fail and retry), if any."""
     message = None
     for event in await _events(handle):
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-            message = event.workflow_task_failed_event_attributes.failure.message
+        if event.kind == "WorkflowTaskFailed":
+            message = event.details.failure.message
     return message.splitlines()[0] if message else None
 
 
@@ -242,16 +205,7 @@ async def _result(handle: WorkflowHandle, seconds: float = 20.0) -> Any:
 
 async def replay(history: Any, workflow_class: type) -> str | None:
     """Replay a recorded history with `workflow_class`; None if it replays cleanly, else the error."""
-    from durable_agent.server import _quiet_stdio  # the SDK's core also logs the failure to stderr, with ids and times
-
-    try:
-        with _quiet_stdio():
-            await Replayer(workflows=[workflow_class]).replay_workflow(history)
-    except Exception as err:
-        text = str(err)
-        inner = re.search(r'message: "([^"]+)"', text)  # the readable part of a core "Failure { ... }"
-        return f"{type(err).__name__}: {inner.group(1)}" if inner else describe_error(err)
-    return None
+    return (await replay_history(history, workflow_class)).error
 
 
 async def show_replay(history: Any, workflow_class: type) -> None:
@@ -435,7 +389,7 @@ async def check_retry_policy(lab: Any, options: dict[str, Any]) -> None:
     Each criterion runs the stand-in model call with the options and reads the activity's history."""
     budget = TIME_BUDGET.total_seconds()
 
-    async def run_flaky(failures: int, error_type: str) -> RecordedActivity:
+    async def run_flaky(failures: int, error_type: str) -> Activity:
         spec = RetrySpec.from_options(options)
         if spec.start_to_close is None and spec.schedule_to_close is None:
             raise NotYet("the options have no timeout at all; Temporal needs start_to_close_timeout")
@@ -449,7 +403,7 @@ async def check_retry_policy(lab: Any, options: dict[str, Any]) -> None:
                 await handle.result()
             except WorkflowFailureError:
                 raise NotYet("the call was still being retried after 20 s") from None
-            recorded = [a for a in _recorded_activities(await _events(handle)) if a.type == "flaky_model_call"]
+            recorded = [a for a in recorded_activities(await _events(handle)) if a.type == "flaky_model_call"]
         if len(recorded) != 1:
             raise NotYet(f"expected one model call in the history, found {len(recorded)}")
         return recorded[0]
@@ -511,11 +465,11 @@ async def _ended_by_the_workflow(lab: Any, handle: WorkflowHandle, turns: int) -
     goodbye rule). Raises NotYet saying which is missing."""
     await _result(handle)
     history = await handle.fetch_history()
-    events = list(history.events)
-    answered = _count(events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)
+    events = read_events(history)
+    answered = count(events, "WorkflowExecutionUpdateCompleted")
     if answered != turns:
         raise NotYet(f"the history shows {answered} messages answered before the chat ended, not {turns}")
-    if _count(events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED):
+    if count(events, "WorkflowExecutionSignaled"):
         raise NotYet("the chat was ended by a signal, not by your workflow")
     if _model_ended_the_chat(lab.client, events):
         raise NotYet("the model ended the chat (its goodbye rule), not your workflow")
@@ -593,7 +547,7 @@ async def check_safe_upgrade(lab: Any, old_history: Any, workflow_class: type, s
             await _send(chat, "What is 2 + 2?")
             await chat.end()
             new_histories.append(await handle.fetch_history())
-            recorded = _recorded_activities(list(new_histories[-1].events))
+            recorded = recorded_activities(new_histories[-1])
             first = recorded[0] if recorded else None
             tool = _decode(lab.client, first.input, ToolInput).call.name if first and first.type == "execute_tool" else ""
             if tool != step:
@@ -625,7 +579,7 @@ async def _first_task_done(handle: WorkflowHandle) -> list[Any]:
     """Wait until the workflow has finished its first workflow task (it has decided what to do first)."""
     while True:
         events = await _events(handle)
-        if any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in events):
+        if any(e.kind == "WorkflowTaskCompleted" for e in events):
             return events
         failure = await _task_failure(handle)
         if failure:
@@ -646,7 +600,7 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
         return await lab.client.start_workflow(module.GuardedToolWorkflow.run, request, id=f"check-{uuid.uuid4()}",
                                                task_queue=queue)
 
-    def tool_runs(events: list[Any]) -> list[RecordedActivity]:
+    def tool_runs(events: list[Any]) -> list[Activity]:
         return [a for a, tool in _tool_calls(lab.client, events) if tool.call.name == tool_name]
 
     async def decide(handle: WorkflowHandle, approved: bool) -> None:
@@ -656,8 +610,8 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
             pass  # the workflow finished without waiting for anyone: its history below says what it did
 
     def signalled_at(events: list[Any]) -> int | None:
-        return next((e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-                     and e.workflow_execution_signaled_event_attributes.signal_name == "approve"), None)
+        return next((e.id for e in events if e.kind == "WorkflowExecutionSignaled"
+                     and e.details.signal_name == "approve"), None)
 
     async def waits() -> None:
         async def body(queue: str) -> None:
@@ -672,7 +626,7 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
                 raise NotYet("the approve signal never reached the workflow: it had finished already")
             if len(runs) != 1:
                 raise NotYet(f"after approval the history shows {len(runs)} {tool_name} activities, not exactly one")
-            if runs[0].event_id < signal:
+            if runs[0].scheduled_id < signal:
                 raise NotYet(f"{tool_name} was scheduled before the approve signal arrived")
             result = _decode(lab.client, runs[0].result, ToolResult) if runs[0].outcome == "completed" else None
             if result is None or "deleted" not in result.output:
@@ -703,9 +657,9 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
             events = await _events(handle)
             if tool_runs(events):
                 raise NotYet("the tool ran although nobody approved it")
-            timers = [e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
-                      for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
-            fired = _count(events, EventType.EVENT_TYPE_TIMER_FIRED)
+            timers = [e.details.start_to_fire_timeout.ToTimedelta().total_seconds()
+                      for e in events if e.kind == "TimerStarted"]
+            fired = count(events, "TimerFired")
             if APPROVAL_WAIT_SECONDS not in timers or not fired:
                 raise NotYet(f"the workflow did not wait out the request's {APPROVAL_WAIT_SECONDS:g} s: the history "
                              "has no timer of that length that fired")
@@ -743,10 +697,10 @@ async def check_continue_as_new(lab: Any, workflow_class: type) -> None:
             if not await _new_run(latest, first_run):
                 raise NotYet(f"after {TURNS_PER_RUN} turns the chat is still on its first run")
             first_events = await _events(lab.client.get_workflow_handle(chat.workflow_id, run_id=first_run))
-            if _count(first_events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED):
+            if count(first_events, "WorkflowExecutionCompleted"):
                 raise NotYet("the first run completed instead of continuing as new")
-            answered = _count(first_events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)
-            if not _count(first_events, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW):
+            answered = count(first_events, "WorkflowExecutionUpdateCompleted")
+            if not count(first_events, "WorkflowExecutionContinuedAsNew"):
                 raise NotYet("the first run ended without continuing as new")
             if answered != TURNS_PER_RUN:
                 raise NotYet(f"the first run answered {answered} messages before continuing as new, "
@@ -755,7 +709,7 @@ async def check_continue_as_new(lab: Any, workflow_class: type) -> None:
             if "40" not in reply.text:
                 raise NotYet(f"the new run did not answer the next message properly: {reply.text!r}")
             new_events = await _events(latest)
-            started = new_events[0].workflow_execution_started_event_attributes
+            started = new_events[0].details
             carried: ChatInput = _decode(lab.client, list(started.input.payloads), ChatInput)
             text = " ".join(m.content for m in carried.history)
             if "What is 1 * 10" in text:

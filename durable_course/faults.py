@@ -41,10 +41,13 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Itera
 from temporalio import activity
 from temporalio.client import WorkflowHistory
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Replayer
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from durable_agent import llm
 from durable_agent.config import redact_secrets
+from durable_agent.logs import silenced
+
+from . import events
 
 if TYPE_CHECKING:
     from durable_agent.server import Temporal
@@ -314,24 +317,10 @@ class ActivityRun:
 
 
 def activity_runs(history: WorkflowHistory, executions: list[Execution] | None = None) -> list[ActivityRun]:
-    runs: dict[int, ActivityRun] = {}  # by the event id of ActivityTaskScheduled
-    for event in history.events:
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            attrs = event.activity_task_scheduled_event_attributes
-            runs[event.event_id] = ActivityRun(attrs.activity_id, attrs.activity_type.name, "pending", 0)
-        elif event.HasField("activity_task_started_event_attributes"):
-            attrs = event.activity_task_started_event_attributes
-            runs[attrs.scheduled_event_id].attempt = attrs.attempt
-            runs[attrs.scheduled_event_id].last_failure = attrs.last_failure.message if attrs.HasField("last_failure") else ""
-        for name, outcome in (("completed", "completed"), ("failed", "failed"), ("timed_out", "timed out"),
-                              ("canceled", "canceled")):
-            if event.HasField(f"activity_task_{name}_event_attributes"):
-                runs[getattr(event, f"activity_task_{name}_event_attributes").scheduled_event_id].outcome = outcome
     mine = [e for e in executions or [] if e.workflow_id == history.workflow_id]  # ids restart in each workflow
     starts = Counter(e.activity_id for e in mine if e.event == "start")
-    for run in runs.values():
-        run.starts = starts[run.activity_id]
-    return list(runs.values())
+    return [ActivityRun(a.activity_id, a.type, a.outcome, a.attempt, starts[a.activity_id], a.last_failure)
+            for a in events.activities(history)]
 
 
 async def watch_backoffs(handle: Any, until: Awaitable[T]) -> tuple[T, dict[tuple[str, int], float]]:
@@ -586,7 +575,7 @@ class FaultLab:
             return [e for e in ex if e.workflow_id == chat.workflow_id and e.activity == "execute_tool"
                     and e.event == "failed"]
 
-        with _quiet_logs():  # a worker in a notebook's kernel would print each failure's traceback
+        with silenced():  # a worker in a notebook's kernel would print each failure's traceback
             await self.faults.wait_for(lambda ex: reply.done() or len(failed(ex)) >= failures)
             if reply.done():
                 raise RuntimeError(f"the tool did not fail; the agent replied: {reply.result().text}")
@@ -656,84 +645,6 @@ async def _next_attempt(handle: Any, activity_type: str, at_least: int, timeout:
 
 
 # --- broken determinism --------------------------------------------------------------------------------------
-
-@dataclass
-class ReplayReport:
-    workflow: str
-    ok: bool
-    error_type: str | None = None
-    temporal_says: str | None = None
-    explanation: str = ""
-
-    def __str__(self) -> str:
-        if self.ok:
-            return f"{self.workflow}: replayed the recorded history cleanly. Running chats can take this code."
-        return (f"{self.workflow}: replay FAILED ({self.error_type})\n  Temporal says: {self.temporal_says}\n"
-                f"  In plain words: {self.explanation}")
-
-
-_FIX = ("Replay re-runs the workflow code against the recorded events to rebuild a chat's state, so the code "
-        "must make the same decisions in the same order. A running chat given this code would be stuck until "
-        "the old code came back. Guard the change with workflow.patched(...), or ship it as a new workflow type.")
-
-
-def explain_nondeterminism(message: str) -> str:
-    """A learner-readable sentence for what Temporal reported during replay."""
-    mismatch = re.search(r"type of scheduled event '(\w+)' does not match activity type of activity command '(\w+)'",
-                         message)
-    if mismatch:
-        return (f"The history says the workflow scheduled the activity '{mismatch[1]}' at this point; the changed "
-                f"code asks for '{mismatch[2]}' instead. " + _FIX)
-    restricted = re.search(r"Cannot access ([\w.]+?)(?:\.__call__)? from inside a workflow", message)
-    if restricted:
-        return (f"The changed code calls {restricted[1]}(), which gives a different answer every time it runs, so "
-                "a replay could take another path. The sandbox refuses it: use workflow.now() or workflow.random(), "
-                "or do it in an activity.")
-    return "The changed code does not produce the commands the history recorded. " + _FIX
-
-
-async def replay(history: WorkflowHistory, workflow_class: type) -> ReplayReport:
-    """Replay a recorded history against `workflow_class` (its @workflow.defn name must match the history's)."""
-    replayer = Replayer(workflows=[workflow_class], runtime=_quiet_runtime())
-    with _quiet_logs():
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    failure = result.replay_failure
-    if failure is None:
-        return ReplayReport(workflow_class.__name__, True)
-    quoted = re.search(r'message: "((?:[^"\\]|\\.)*)"', str(failure))
-    said = quoted[1] if quoted else str(failure)
-    kind = type(failure).__name__
-    if "Cannot access" in said:
-        kind = "RestrictedWorkflowAccessError"
-    return ReplayReport(workflow_class.__name__, False, kind, _short(said.split(". If this is")[0], 200),
-                        explain_nondeterminism(said))
-
-
-_runtime = None
-
-
-def _quiet_runtime() -> Any:
-    """A Temporal runtime whose core logs only errors: a failing replay's warnings would flood a notebook."""
-    global _runtime
-    if _runtime is None:
-        from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-
-        _runtime = Runtime(telemetry=TelemetryConfig(
-            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
-    return _runtime
-
-
-@contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    import logging
-
-    logger = logging.getLogger("temporalio")
-    level, logger.level = logger.level, logging.CRITICAL
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
 
 # --- server restart ------------------------------------------------------------------------------------------
 

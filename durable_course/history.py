@@ -20,35 +20,21 @@ import html
 import io
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.converter import DataConverter
-from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agent.session import ChatSession
+
+from .events import Event, read
+from .events import fetch as fetch_history
 
 SUMMARY_CHARS = 70
 GAP_SECONDS = 1.0  # a wait at least this long is labelled in the timeline
 
 
-@dataclass
-class HistoryEvent:
-    """One event of a workflow's history, decoded into plain words."""
-
-    id: int
-    kind: str  # e.g. "ActivityTaskScheduled"
-    time: datetime
-    seconds: float  # since the first event
-    activity: str = ""  # the activity type, e.g. "plan_next_action" (for activity events)
-    attempt: int | None = None  # for ActivityTaskStarted: 1, or more after retries
-    summary: str = ""
-    scheduled_id: int | None = None  # for activity events: the ActivityTaskScheduled event they belong to
-
-    @property
-    def is_workflow_task(self) -> bool:
-        return self.kind.startswith("WorkflowTask")
+HistoryEvent = Event  # one event, as events.py reads it; the views fill in its summary
 
 
 @dataclass
@@ -80,45 +66,12 @@ class HistoryTable:
 
 # --- reading the history ----------------------------------------------------------------------------------
 
-async def fetch_history(chat: ChatSession | WorkflowHandle | WorkflowHistory) -> WorkflowHistory:
-    """The full event history of a chat, from the server (or as given, if already fetched)."""
-    if isinstance(chat, WorkflowHistory):
-        return chat
-    if isinstance(chat, ChatSession):
-        chat = chat.handle
-    if not isinstance(chat, WorkflowHandle):
-        raise TypeError(f"expected a ChatSession, a workflow handle or a WorkflowHistory, not {type(chat).__name__}")
-    try:
-        return await chat.fetch_history()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ValueError(f"there is no workflow {chat.id!r} on this server") from None
-        raise
-
-
 def decode_events(history: WorkflowHistory) -> list[HistoryEvent]:
-    """Every event of a history, with its payloads decoded and summarised."""
-    events: list[HistoryEvent] = []
-    activities: dict[int, str] = {}  # scheduled event id -> activity type
-    start = history.events[0].event_time.ToDatetime() if history.events else None
-    for raw in history.events:
-        attribute = raw.WhichOneof("attributes") or ""
-        kind = "".join(word.title() for word in attribute.removesuffix("_event_attributes").split("_"))
-        time = raw.event_time.ToDatetime()
-        event = HistoryEvent(raw.event_id, kind, time, (time - start).total_seconds())
-        details = getattr(raw, attribute) if attribute else None
-        if kind == "ActivityTaskScheduled":
-            activities[raw.event_id] = details.activity_type.name
-            event.scheduled_id = raw.event_id
-        elif kind.startswith("ActivityTask") and hasattr(details, "scheduled_event_id"):
-            event.scheduled_id = details.scheduled_event_id
-        if event.scheduled_id is not None:
-            event.activity = activities.get(event.scheduled_id, "")
-        if kind == "ActivityTaskStarted":
-            event.attempt = details.attempt
-        event.summary = _shorten(_summary(kind, details, event.activity))
-        events.append(event)
-    return events
+    """Every event of a history (read by events.py), with its payloads decoded and summarised."""
+    found = read(history)
+    for event in found:
+        event.summary = _shorten(_summary(event.kind, event.details, event.activity))
+    return found
 
 
 async def history_events(chat: ChatSession | WorkflowHandle | WorkflowHistory) -> list[HistoryEvent]:

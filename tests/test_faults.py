@@ -15,7 +15,8 @@ from temporalio.client import WorkflowExecutionStatus
 
 from durable_agent import tools
 from durable_agent.activities import AgentActivities
-from durable_course.faults import (ENV_VAR, FaultLab, Faults, activity_runs, fault_lab_plugin, replay,
+from durable_course.events import replay
+from durable_course.faults import (ENV_VAR, FaultLab, Faults, activity_runs, fault_lab_plugin,
                                    server_restart_mid_chat)
 from durable_agent.llm import LLMConfig
 from durable_agent.session import open_chat, start_chat
