@@ -6,11 +6,16 @@ The three primitives, one module each:
 2. Managed side effects: `activities.py` (the model call in `llm.py`, the tools in `tools.py`).
 3. Event-sourced state: Temporal's event history; `server.py` starts the server that keeps it.
 
-`worker.py` runs the code, `session.py` talks to a chat, `cli.py` is the `durable-agent` command.
+`worker.py` runs the code, `session.py` talks to a chat, `cli.py` is `python -m durable_agent` (chat, server,
+worker). The workflow's public extension points (a step before each turn, the tool step, the end-of-turn
+decision, continue-as-new) are listed in `workflow.py`'s docstring; worker plugins add behaviour from outside.
 `context.py` bounds what the model sees (so chats can be any length); `logs.py` keeps failures to one line.
 Beyond the basics (notebook 07): `long_chat.py` (continue-as-new with a carried summary) and `approval.py`
 (a tool that waits for a human's approval).
 Importing this package is fast: LiteLLM is imported only when a worker starts.
+
+This is the agent, and only the agent. The course around it (the lab, the chat box, the history views, the
+fault lab, the checks, the benchmark) is the package `durable_course/`, which this one never imports.
 """
 
 from .activities import AgentActivities, ChatMessage, Plan, ToolCall, ToolResult

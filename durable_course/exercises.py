@@ -12,7 +12,7 @@ are none). In a markdown cell, `<!-- BEGIN SOLUTION -->` ... `<!-- END SOLUTION 
 execution counts are cleared, so a learner starts from a clean notebook.
 
 `check` runs each notebook (a copy, in a temporary folder, so submissions never write next to each other)
-with a fresh kernel, and reads the lines the check helpers print (`durable_agent/checks.py`).
+with a fresh kernel, and reads the lines the check helpers print (`durable_course/checks.py`).
 """
 
 from __future__ import annotations

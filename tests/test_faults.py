@@ -1,4 +1,4 @@
-"""The fault-injection lab (durable_agent/faults.py, notebook 05) against the real embedded Temporal server.
+"""The fault-injection lab (durable_course/faults.py, notebook 05) against the real embedded Temporal server.
 
 Workers are real: a worker process killed with SIGKILL by pid, a worker in this process. The model outage
 is the offline model failing through LiteLLM's own exception path, or the local OpenAI-protocol server
