@@ -31,7 +31,6 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from durable_agent import tools as agent_tools
 from durable_agent.activities import ChatMessage
-from durable_agent.llm import END_CHAT_SPEC
 from durable_agent.server import Temporal
 from durable_agent.session import ChatError, ChatSession, open_chat
 from durable_agent.workflow import AgentReply, ChatStatus
@@ -207,9 +206,10 @@ class ChatBox:
         registered = list(registered)
         self.examples = [example for t in registered for example in t.examples]
         rows = "".join(f"<li><code>{html.escape(t.name)}</code>: {html.escape(t.description)}</li>" for t in registered)
-        end = END_CHAT_SPEC["function"]["description"].replace("End the conversation", "It ends the chat")
-        text = (f"<div style='color:#57606a;font-size:13px'>This agent can use {len(registered)} tool(s):"
-                f"<ul style='margin:2px 0'>{rows}</ul>{html.escape(end)} Try one of these, or type your own:</div>"
+        tools = f"{len(registered)} tool{'s' if len(registered) > 1 else ''}"
+        text = (f"<div style='color:#57606a;font-size:13px'>This agent can use {tools}:"
+                f"<ul style='margin:2px 0'>{rows}</ul>Say goodbye (or click <b>End chat</b>) to end the chat. "
+                "Try one of these questions, or type your own:</div>"
                 if registered else "<div style='color:#57606a;font-size:13px'>This agent has no tools: it can only "
                 "talk. Register one with <code>@tool</code> (durable_agent/tools.py).</div>")
         buttons = []

@@ -145,6 +145,11 @@ async def test_chat_in_jupyterlab_in_a_real_browser(jupyter_lab):
             await box.scroll_into_view_if_needed(timeout=150_000)
             text_box = box.locator(".durable-chat-input input")
             await expect(text_box).to_be_enabled(timeout=30_000)
+            # Before the first message, the box says what the agent can do (from its tools registry).
+            intro = box.locator(".durable-chat-intro")
+            await expect(intro).to_contain_text("calculator")
+            await expect(intro.locator(".durable-chat-example").filter(has_text="What is 25 + 17?")).to_be_visible()
+            await box.screenshot(path=str(ARTIFACTS / "browser-chat-intro.png"))
             await text_box.click()
             await text_box.press_sequentially("What is 25 + 17?")
             await text_box.press("Enter")
@@ -152,6 +157,7 @@ async def test_chat_in_jupyterlab_in_a_real_browser(jupyter_lab):
             reply = box.locator(".durable-chat-agent")
             await expect(reply).to_contain_text("42", timeout=60_000)
             await expect(box.locator(".durable-chat-user")).to_have_text(["What is 25 + 17?"])
+            await expect(intro).to_be_hidden()  # the conversation has begun
             await expect(box.locator(".durable-chat-tool").first).to_contain_text("calculator(expression='25 + 17')")
             await expect(box.locator(".durable-chat-status")).to_contain_text("idle")
             await expect(text_box).to_have_value("")  # sent, and the box is ready for the next message

@@ -235,7 +235,7 @@ async def test_before_the_first_message_the_box_says_what_the_agent_can_do(chat)
     text = intro_text(box)
     for registered in TOOLS.values():  # every tool of the agent's registry, with its description
         assert f"<code>{registered.name}</code>: {html.escape(registered.description)}" in text
-    assert f"This agent can use {len(TOOLS)} tool(s)" in text and "when the user says goodbye" in text
+    assert f"This agent can use {len(TOOLS)} tools:" in text and "Say goodbye (or click <b>End chat</b>)" in text
     examples = [b.description for b in box.example_buttons]
     assert examples == [e for t in TOOLS.values() for e in t.examples] and "What is 25 + 17?" in examples
     # An example is a button that sends its question; then the conversation replaces the introduction.
