@@ -119,3 +119,17 @@ def test_lab_passes_its_arguments_to_jupyterlab(tmp_path):
             process.wait()
         log.close()
     assert process.returncode == 0
+
+
+def test_binder_sets_the_same_settings(tmp_path):
+    """binder/postBuild's own line, run by bash with a fresh environment's `python` first on the PATH."""
+    import venv
+
+    [line] = [line for line in (ROOT / "binder" / "postBuild").read_text().splitlines()
+              if "configure_jupyterlab" in line and not line.startswith("#")]
+    env_dir = tmp_path / "binder-env"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    subprocess.run(["bash", "-c", line], cwd=ROOT, check=True,
+                   env={**os.environ, "PATH": f"{env_dir / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+    written = json.loads(course.lab_overrides_path(env_dir).read_text())
+    assert written == course.LAB_OVERRIDES
