@@ -21,6 +21,11 @@ import os
 
 import pytest
 
+# The suite's notebooks run on servers of their own, even when started from a terminal of `course.py lab`
+# (whose kernels are told where the course's server is: durable_course/course_server.py).
+for _name in ("DURABLE_COURSE_SERVER", "DURABLE_COURSE_UI", "JPY_SESSION_NAME"):
+    os.environ.pop(_name, None)
+
 # The suite waits a lot (retry back-offs, heartbeat timeouts, servers and kernels starting), so one worker
 # per CPU leaves the CPUs idle part of the time. Measured on 2 CPUs: see docs/CONTRIBUTING.md.
 WORKERS_PER_CPU = 2

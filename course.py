@@ -4,7 +4,9 @@
     python3 course.py lab     # create .venv if needed, install the pinned packages, open JupyterLab
     python3 course.py test    # the same set-up, then run the whole test suite (extra args go to pytest)
 
-Arguments after `lab` go to JupyterLab: `python3 course.py lab --port 8890 --no-browser`.
+`lab` passes its other arguments to JupyterLab (`--port 8899`, `--no-browser`), and runs the course's
+Temporal server beside it (chats kept in `.course/temporal.db`; Web UI at http://127.0.0.1:8233, or the next
+free port). Ctrl-C in this terminal stops both.
 
 The first run creates `.venv/` beside this file and installs `requirements.lock` (every package pinned)
 plus this project; later runs reuse it, and reinstall only when the lock file or pyproject.toml changed.
@@ -15,8 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -79,6 +84,41 @@ def run(command: list[str], **overrides: str) -> int:
     return subprocess.call(command, cwd=ROOT, env=env)
 
 
+def _free(port: int) -> int:
+    """`port` if nothing listens there, else any free port."""
+    for wanted in (port, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", wanted))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free port")
+
+
+def start_course_server() -> tuple[subprocess.Popen, dict[str, str]]:
+    """The course's Temporal server, for every notebook of this session; returns it and what kernels need."""
+    state = ROOT / ".course"
+    state.mkdir(exist_ok=True)
+    port, ui_port = _free(7233), _free(8233)
+    log = (state / "server.log").open("wb")
+    server = subprocess.Popen([str(PYTHON), "-m", "durable_course.course_server", "--db", str(state / "temporal.db"),
+                               "--port", str(port), "--ui-port", str(ui_port)],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while server.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    if server.poll() is not None:
+        raise SystemExit(f"the course's Temporal server did not start; see {state / 'server.log'}")
+    ui = f"http://127.0.0.1:{ui_port}"
+    print(f"Temporal server for the course: 127.0.0.1:{port}, Web UI {ui} (chats kept in .course/temporal.db)")
+    print("Ctrl-C here stops JupyterLab and this server.", flush=True)
+    return server, {"DURABLE_COURSE_SERVER": f"127.0.0.1:{port}", "DURABLE_COURSE_UI": ui}
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"lab", "test", "setup"}:
         print(__doc__)
@@ -88,12 +128,23 @@ def main(argv: list[str]) -> int:
     if argv[0] == "lab":
         # From the repository root, so notebooks/, exercises/ and solutions/ are all in the file browser.
         as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers
-        return run([str(PYTHON), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}", *as_root,
-                    "notebooks/00_welcome.ipynb", *argv[1:]])
+        server, where = start_course_server()
+        try:
+            return run([str(PYTHON), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}", *as_root,
+                        "notebooks/00_welcome.ipynb", *argv[1:]], **where)
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            server.send_signal(signal.SIGTERM)  # it stops its dev server, which keeps every chat in the file
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
     if argv[0] == "test":
         # The tests and the notebooks' stored outputs assume the offline model and an embedded server,
         # whatever a learner's .env says (an empty variable wins over .env and means "not set").
-        return run([str(PYTHON), "-m", "pytest", *argv[1:]], LLM_MODEL="", TEMPORAL_ADDRESS="")
+        return run([str(PYTHON), "-m", "pytest", *argv[1:]], LLM_MODEL="", TEMPORAL_ADDRESS="",
+                   DURABLE_COURSE_SERVER="", JPY_SESSION_NAME="")
     return 0
 
 

@@ -39,7 +39,8 @@ async def cmd_server(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    temporal = await start_temporal(db_file=args.db, port=args.port, ui_port=args.ui_port)
+    temporal = await start_temporal(db_file=args.db, port=args.port, ui_port=args.ui_port,
+                                     ui_public_path=args.ui_public_path)
     print(f"Temporal dev server running at {temporal.address} (namespace {temporal.namespace})")
     print(f"Web UI: {temporal.ui_url}")
     print(f"Persisted to: {args.db}" if args.db else "In memory: everything is gone when it stops.")
@@ -125,6 +126,7 @@ def parser(prog: str = "python -m durable_agent") -> tuple[argparse.ArgumentPars
     server.add_argument("--db", help="persist to this SQLite file (default: in memory)")
     server.add_argument("--port", type=int, default=7233)
     server.add_argument("--ui-port", type=int, default=8233)
+    server.add_argument("--ui-public-path", default=None, help="the path the Web UI is served under behind a proxy")
 
     for name, text in (("worker", "run a worker"), ("chat", "chat with the agent in the terminal")):
         p = sub.add_parser(name, help=text)

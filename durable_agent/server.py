@@ -239,12 +239,14 @@ async def start_temporal(
     ui: bool = True,
     port: int | None = None,
     ui_port: int | None = None,
+    ui_public_path: str | None = None,
     config: Settings | None = None,
 ) -> Temporal:
     """Connect to `TEMPORAL_ADDRESS` if it is set, else start the embedded dev server.
 
     `db_file` persists the embedded server to SQLite (the chat survives a server restart); without it the
-    server keeps everything in memory. Ports are chosen free unless given.
+    server keeps everything in memory. Ports are chosen free unless given. `ui_public_path`: the path the Web UI
+    is served under behind a proxy (by default, under JupyterHub, jupyter-server-proxy's path for its port).
     """
     config = config or settings()
     if config.temporal_address:
@@ -259,7 +261,7 @@ async def start_temporal(
     db_file = db_file if db_file is not None else config.temporal_db_file
     port = port or free_port()
     ui_port = (ui_port or free_port()) if ui else None
-    public_path = proxied_ui_path(ui_port) if ui_port else None
+    public_path = (ui_public_path or proxied_ui_path(ui_port)) if ui_port else None
     server = launch_dev_server(port, namespace=config.temporal_namespace, ui_port=ui_port,
                                db_file=str(db_file) if db_file else None,
                                extra_args=["--ui-public-path", public_path] if public_path else [])

@@ -1,4 +1,4 @@
-"""One notebook cell starts the course's machinery: an embedded Temporal server and a worker.
+"""One notebook cell starts the course's machinery: a Temporal server to talk to, and a worker.
 
     from durable_course.lab import start_lab
     lab = await start_lab()              # server + worker in this kernel, in about a second
@@ -6,8 +6,12 @@
     await lab.ask(chat, "What is 25 + 17?")
     await lab.stop()                     # or just shut the kernel down
 
-Running the cell again stops the previous lab first, so re-running a notebook never leaves a server
-behind. The worker runs as a background task on the kernel's event loop, so later cells stay usable.
+The server is the course server when one runs for this session (`python3 course.py lab`, or JupyterHub and
+Binder: course_server.py): the same server, Web UI and chats for every notebook, and `lab.stop()` stops only
+this notebook's worker. Each notebook then has its own task queue (`lab.task_queue`). Otherwise (nbval, a
+notebook opened on its own) it is an embedded server that `lab.stop()` stops. Running the cell again stops
+the previous lab first, so re-running a notebook never leaves anything behind. The worker runs as a
+background task on the kernel's event loop, so later cells stay usable.
 """
 
 from __future__ import annotations
@@ -21,13 +25,20 @@ from durable_agent.logs import quiet_logs
 from durable_agent.server import Temporal, start_temporal
 from durable_agent.session import ChatSession, start_chat
 from durable_agent.worker import BackgroundWorker, start_worker
+from durable_agent.config import settings
 from durable_agent.workflow import AgentReply
+
+from . import course_server
 
 
 @dataclass
 class Lab:
     temporal: Temporal
     worker: BackgroundWorker | None
+    task_queue: str = ""  # this notebook's (default: the agent's)
+
+    def __post_init__(self) -> None:
+        self.task_queue = self.task_queue or settings().task_queue
 
     @property
     def client(self) -> Client:
@@ -38,6 +49,7 @@ class Lab:
         return self.temporal.ui_url
 
     async def new_chat(self, workflow_id: str | None = None, **kwargs: Any) -> ChatSession:
+        kwargs.setdefault("task_queue", self.task_queue)
         return await start_chat(self.client, workflow_id, **kwargs)
 
     async def ask(self, chat: ChatSession, text: str) -> AgentReply:
@@ -50,6 +62,7 @@ class Lab:
     async def start_worker(self, **kwargs: Any) -> BackgroundWorker:
         """(Re)start the in-kernel worker, e.g. after `stop_worker()` or after fixing a tool."""
         await self.stop_worker()
+        kwargs.setdefault("task_queue", self.task_queue)
         self.worker = await start_worker(self.client, **kwargs)
         return self.worker
 
@@ -59,7 +72,7 @@ class Lab:
             self.worker = None
 
     async def stop(self) -> None:
-        """Stop the worker and the embedded server. Idempotent."""
+        """Stop the worker, and the server if it is this notebook's own (never the course server). Idempotent."""
         global _current
         await self.stop_worker()
         await self.temporal.shutdown()
@@ -67,22 +80,29 @@ class Lab:
             _current = None
 
     def __repr__(self) -> str:
-        where = "embedded dev server" if self.temporal.embedded else "existing server"
         worker = "running" if self.worker else "stopped"
-        return f"Lab(Temporal {where} at {self.temporal.address}, worker {worker}, UI {self.ui_url})"
+        if self.temporal.embedded:
+            return f"Lab(Temporal embedded dev server at {self.temporal.address}, worker {worker}, UI {self.ui_url})"
+        return (f"Lab(Temporal server at {self.temporal.address}, task queue {self.task_queue}, worker {worker}, "
+                f"UI {self.ui_url})")
 
 
 _current: Lab | None = None
 
 
-async def start_lab(*, worker: bool = True, db_file: str | None = None, ui: bool = True) -> Lab:
-    """Start (or restart) the embedded server and, unless `worker=False`, a worker in this kernel."""
+async def start_lab(*, worker: bool = True, db_file: str | None = None, ui: bool = True,
+                    own_server: bool = False) -> Lab:
+    """Connect to the course server (or start an embedded one) and, unless `worker=False`, start a worker in
+    this kernel. `own_server=True` (or a `db_file`) always starts an embedded server for this notebook."""
     global _current
     if _current is not None:
         await _current.stop()
     quiet_logs()  # a failed activity attempt shows as one line under the cell, not as a traceback
-    temporal = await start_temporal(db_file=db_file, ui=ui)
-    _current = Lab(temporal, None)
+    shared = None if own_server or db_file or settings().temporal_address else await course_server.connect()
+    if shared is not None:
+        _current = Lab(shared, None, course_server.notebook_task_queue() or "")
+    else:
+        _current = Lab(await start_temporal(db_file=db_file, ui=ui), None)
     if worker:
         await _current.start_worker()
     return _current

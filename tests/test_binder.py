@@ -24,6 +24,7 @@ import pytest
 
 from durable_agent.server import free_port, proxied_ui_path, start_temporal
 from durable_agent.session import start_chat
+from durable_course import course_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
@@ -92,6 +93,24 @@ async def _get_when_up(url: str, jupyter: dict, timeout: float = 120) -> tuple[i
 
 @pytest.fixture
 def jupyter_server(tmp_path, monkeypatch):
+    yield from _jupyter_server(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def jupyter_with_course_server(tmp_path, monkeypatch):
+    """The same, configured as binder/postBuild configures Binder: jupyter-server-proxy runs the course server."""
+    port = free_port()
+    monkeypatch.setenv(course_server.PORT_ENV, str(port))
+    config = re.search(r"<<'CONFIG'\n(.*?)\nCONFIG\n", (BINDER / "postBuild").read_text(), re.S).group(1)
+    config_dir = tmp_path / "jupyter_config_dir"
+    config_dir.mkdir()
+    (config_dir / "jupyter_server_config.py").write_text(  # as postBuild writes it, with this test's database
+        config.replace("proxy_config()", f"proxy_config(db_file={str(tmp_path / 'course.db')!r})"))
+    for running in _jupyter_server(tmp_path, monkeypatch):
+        yield {**running, "port": port}
+
+
+def _jupyter_server(tmp_path, monkeypatch):
     """A real Jupyter server under a JupyterHub-like prefix, with jupyter-server-proxy loaded as on Binder."""
     try:
         import jupyter_server_proxy  # noqa: F401
@@ -146,6 +165,39 @@ async def test_the_ui_answers_through_jupyter_server_proxy(jupyter_server, task_
             await asyncio.sleep(0.1)
     finally:
         await temporal.shutdown()
+
+
+@pytest.mark.ci_required
+async def test_on_binder_the_course_server_runs_under_jupyter_server_proxy(jupyter_with_course_server, task_queue):
+    """Nobody has opened the "Temporal UI" tile yet: the first start_lab() asks the proxy, which starts the
+    course server; its UI answers behind the hub's prefix, and lists a chat started from the kernel."""
+    jupyter = jupyter_with_course_server
+    base = jupyter["base"]
+    assert (await _get_when_up(f"{base}{PREFIX}api/status", jupyter))[0] == 200
+    env = {"JUPYTERHUB_SERVICE_PREFIX": PREFIX, "JUPYTERHUB_SERVICE_URL": f"{base}{PREFIX}",
+           "JUPYTERHUB_API_TOKEN": jupyter["token"], course_server.PORT_ENV: str(jupyter["port"])}
+    temporal = await course_server.connect(env)
+    assert temporal is not None and not temporal.embedded
+    assert temporal.address == f"127.0.0.1:{jupyter['port']}" and temporal.ui_url == f"{PREFIX}temporal/"
+    status, page = await _get_when_up(f"{base}{PREFIX}temporal/", jupyter)
+    assert status == 200 and f'href="{PREFIX}temporal/_app/' in page, page[:2000]
+    chat = await start_chat(temporal.client, task_queue=task_queue)
+    listed: list[str] = []
+    while chat.workflow_id not in listed:
+        status, body = await _get_when_up(f"{base}{PREFIX}temporal/api/v1/namespaces/default/workflows", jupyter)
+        assert status == 200
+        listed = [w["execution"]["workflowId"] for w in json.loads(body).get("executions") or []]
+        await asyncio.sleep(0.1)
+    await temporal.shutdown()  # a kernel's lab stopping: the course server runs on
+    assert await course_server.connect(env) is not None
+
+
+def test_post_build_configures_the_course_server():
+    config = re.search(r"<<'CONFIG'\n(.*?)\nCONFIG\n", (BINDER / "postBuild").read_text(), re.S)
+    assert config and "c.ServerProxy.servers = proxy_config()" in config.group(1)
+    entry = course_server.proxy_config()["temporal"]
+    assert entry["launcher_entry"]["title"] == "Temporal UI" and entry["absolute_url"] is True
+    assert entry["command"][1:3] == ["-m", "durable_course.course_server"] and "{port}" in entry["command"]
 
 
 @pytest.mark.timeout(1800)
