@@ -15,6 +15,7 @@ plus this project; later runs reuse it, and reinstall only when the lock file or
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -29,6 +30,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".course-installed"
+# JupyterLab settings the course sets for everyone (merged into <env>/share/jupyter/lab/settings/overrides.json):
+# no "Would you like to get notified about official Jupyter news?" toast over the first notebook, and no
+# update check (it, too, would fetch from the internet).
+LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
 
 
 def _fingerprint() -> str:
@@ -51,6 +56,26 @@ def ensure_environment() -> None:
     subprocess.run([*pip, "-r", str(ROOT / "requirements.lock")], check=True)
     subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
     STAMP.write_text(_fingerprint())
+
+
+def lab_overrides_path(prefix: Path | str) -> Path:
+    """Where the JupyterLab of the environment at `prefix` reads its overrides (its app settings folder)."""
+    return Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+
+
+def configure_jupyterlab(prefix: Path | str) -> Path:
+    """Merge LAB_OVERRIDES into the JupyterLab of the environment at `prefix`; other settings in the file
+    are kept. Binder's postBuild calls it too. Returns the file's path."""
+    path = lab_overrides_path(prefix)
+    try:
+        current = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        sys.exit(f"{path} is not valid JSON; fix or delete it, then run this again")
+    for plugin, settings in LAB_OVERRIDES.items():
+        current.setdefault(plugin, {}).update(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+    return path
 
 
 def run(command: list[str], **overrides: str) -> int:
@@ -99,6 +124,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     ensure_environment()
+    configure_jupyterlab(VENV)
     if argv[0] == "lab":
         # From the repository root, so notebooks/, exercises/ and solutions/ are all in the file browser.
         as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers

@@ -32,6 +32,7 @@ class Tool:
     description: str
     parameters: dict[str, Any]  # JSON schema of the keyword arguments
     fn: Callable[..., str]
+    examples: tuple[str, ...] = ()  # questions a user might ask that need this tool (shown by chat UIs)
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI-style function description given to the model."""
@@ -44,13 +45,17 @@ class Tool:
 TOOLS: dict[str, Tool] = {}
 
 
-def tool(description: str, **properties: str) -> Callable[[Callable[..., str]], Callable[..., str]]:
-    """Register a function as a tool. Each keyword names a required string argument and describes it.
+def tool(description: str, *, examples: tuple[str, ...] | list[str] = (),
+         **properties: str) -> Callable[[Callable[..., str]], Callable[..., str]]:
+    """Register a function as a tool. Each keyword names a required string argument and describes it;
+    `examples` (optional) are questions a user might ask that need the tool.
 
-    >>> @tool("Shout a word.", word="the word to shout")
+    >>> @tool("Shout a word.", examples=["Shout 'hello'"], word="the word to shout")
     ... def shout(word: str) -> str:
     ...     return word.upper()
     """
+    if isinstance(examples, str):
+        raise TypeError("examples is a list of questions, not one string: examples=['What is 2 + 2?']")
 
     def register(fn: Callable[..., str]) -> Callable[..., str]:
         schema = {
@@ -58,7 +63,7 @@ def tool(description: str, **properties: str) -> Callable[[Callable[..., str]], 
             "properties": {name: {"type": "string", "description": text} for name, text in properties.items()},
             "required": list(properties),
         }
-        TOOLS[fn.__name__] = Tool(fn.__name__, description, schema, fn)
+        TOOLS[fn.__name__] = Tool(fn.__name__, description, schema, fn, tuple(examples))
         return fn
 
     return register
@@ -145,6 +150,7 @@ def format_number(value: float | int) -> str:
 
 
 @tool("Evaluate an arithmetic expression such as '25 + 17' or '(2 ** 10) / 4'.",
+      examples=["What is 25 + 17?", "What is (2 ** 10) / 4?"],
       expression="the arithmetic expression, using numbers, + - * / // % ** and parentheses")
 def calculator(expression: str) -> str:
     text = expression.strip()
@@ -166,7 +172,8 @@ def calculator(expression: str) -> str:
 _CONDITIONS = ["sunny", "partly cloudy", "cloudy", "light rain", "heavy rain", "windy", "foggy", "snow"]
 
 
-@tool("Get the current weather for a city (simulated offline data).", city="the city name, e.g. 'Seattle'")
+@tool("Get the current weather for a city (simulated offline data).",
+      examples=["What's the weather in Seattle?", "What's the weather in Paris and what is 12 * 3?"], city="the city name, e.g. 'Seattle'")
 def weather(city: str) -> str:
     name = " ".join(city.split()).strip(" ?.!,")
     if not name:

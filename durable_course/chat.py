@@ -10,6 +10,10 @@ existing workflow id and it rebuilds the whole conversation from Temporal.
     box = await chat_box("chat-1a2b3c4d", lab.temporal)  # ... or the id of an existing chat
     box                                                  # display it; type a message and press Enter
 
+Before the first message the box says what the agent can do: each tool in the agent's registry
+(`durable_agent.tools.TOOLS`, so a tool you register shows up too) with its description, and the example
+questions the tools were registered with, as buttons that send the question.
+
 The notebook never freezes: a message is sent by a task on the kernel's event loop, so the cell returns at
 once and the in-kernel worker (on the same loop) keeps answering. Errors (busy agent, chat ended, server
 gone) appear in the chat as messages, never as a traceback.
@@ -25,6 +29,7 @@ from typing import Any, Coroutine
 import ipywidgets as widgets
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
+from durable_agent import tools as agent_tools
 from durable_agent.activities import ChatMessage
 from durable_agent.server import Temporal
 from durable_agent.session import ChatError, ChatSession, open_chat
@@ -57,17 +62,19 @@ class ChatBox:
                 f'style="color:#1f6feb;text-decoration:underline">open in the Temporal UI</a>' if workflow_url else "")
         self.header = widgets.HTML(f"<b>Durable agent</b> · workflow <code>{html.escape(session.workflow_id)}</code>{link}")
         self.messages = widgets.VBox(layout=widgets.Layout(padding="6px", border="1px solid #d0d7de"))
+        self.intro = self._intro(agent_tools.TOOLS.values())
         self.status = widgets.HTML()
         self.text = widgets.Text(placeholder="Type a message and press Enter", continuous_update=False,
                                  layout=widgets.Layout(flex="1"))
         self.send_button = widgets.Button(description="Send", button_style="primary", tooltip="Send the message")
         self.end_button = widgets.Button(description="End chat", tooltip="Signal end_chat: the workflow completes")
-        self.widget = widgets.VBox([self.header, self.messages, self.status,
+        self.widget = widgets.VBox([self.header, self.intro, self.messages, self.status,
                                     widgets.HBox([self.text, self.send_button, self.end_button])],
                                    layout=widgets.Layout(width="100%", max_width="720px"))
         for widget, name in [(self.widget, "durable-chat"), (self.messages, "durable-chat-messages"),
                              (self.status, "durable-chat-status"), (self.text, "durable-chat-input"),
-                             (self.send_button, "durable-chat-send"), (self.end_button, "durable-chat-end")]:
+                             (self.send_button, "durable-chat-send"), (self.end_button, "durable-chat-end"),
+                             (self.intro, "durable-chat-intro")]:
             widget.add_class(name)  # stable names for the browser test (and your own CSS)
 
         # The text reaches the kernel when you press Enter (or leave the box): it is sent then. Not
@@ -194,6 +201,28 @@ class ChatBox:
 
     # --- drawing ------------------------------------------------------------------------------------------
 
+    def _intro(self, registered: Any) -> widgets.VBox:
+        """What the agent can do, from its tools registry: shown until the chat has its first message."""
+        registered = list(registered)
+        self.examples = [example for t in registered for example in t.examples]
+        rows = "".join(f"<li><code>{html.escape(t.name)}</code>: {html.escape(t.description)}</li>" for t in registered)
+        tools = f"{len(registered)} tool{'s' if len(registered) > 1 else ''}"
+        text = (f"<div style='color:#57606a;font-size:13px'>This agent can use {tools}:"
+                f"<ul style='margin:2px 0'>{rows}</ul>Say goodbye (or click <b>End chat</b>) to end the chat. "
+                "Try one of these questions, or type your own:</div>"
+                if registered else "<div style='color:#57606a;font-size:13px'>This agent has no tools: it can only "
+                "talk. Register one with <code>@tool</code> (durable_agent/tools.py).</div>")
+        buttons = []
+        for example in self.examples:
+            button = widgets.Button(description=example, tooltip=f"Send: {example}",
+                                    layout=widgets.Layout(width="auto"))
+            button.add_class("durable-chat-example")
+            button.on_click(lambda _button, question=example: self._in_background(self.send(question)))
+            buttons.append(button)
+        self.example_buttons = buttons
+        return widgets.VBox([widgets.HTML(text), widgets.HBox(buttons, layout=widgets.Layout(flex_flow="row wrap"))],
+                            layout=widgets.Layout(padding="0 6px 6px 6px"))
+
     def _add_message(self, message: ChatMessage) -> None:
         if message.role == "system":  # a long chat continued as new: its older turns, summarised
             self._add("info", message.content)
@@ -210,6 +239,7 @@ class ChatBox:
 
     def _add(self, kind: str, text: str) -> None:
         self.entries.append((kind, text))
+        self.intro.layout.display = "none"  # the chat has begun: the conversation says the rest
         style, side = STYLES[kind]
         bubble = widgets.HTML(
             f'<div style="display:flex;justify-content:{side}"><div style="{style};padding:6px 12px;'
@@ -226,7 +256,7 @@ class ChatBox:
 
     def _ended(self, note: str) -> None:
         self._add("info", note)
-        for widget in (self.text, self.send_button, self.end_button):
+        for widget in (self.text, self.send_button, self.end_button, *self.example_buttons):
             widget.disabled = True
 
     # --- display ------------------------------------------------------------------------------------------

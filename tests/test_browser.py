@@ -3,6 +3,7 @@
 The test opens a copy of notebooks/04_chat.ipynb (outputs cleared, so everything on screen comes from this
 run), runs every cell but the last one (which stops the lab) from the Run menu, types "What is 25 + 17?"
 into the last chat box, presses Enter and waits for the agent's reply. It saves a screenshot in test-artifacts/.
+JupyterLab runs with the settings `course.py` writes, and no "official Jupyter news?" toast may appear.
 No browser is ever downloaded: if /usr/bin/chromium or the playwright package is missing, the test is skipped
 and says why; under CI (CI=true) that skip fails the run instead (`ci_required`, tests/conftest.py).
 """
@@ -25,6 +26,10 @@ import pytest
 from durable_agent.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import course  # noqa: E402  (course.py, at the repository's root)
+
+NEWS_TOAST = "Would you like to get notified about official Jupyter news?"
 NOTEBOOK = ROOT / "notebooks" / "04_chat.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,6 +63,8 @@ def jupyter_lab(tmp_path):
     nbformat.write(notebook, root / NOTEBOOK.name)
 
     port, token = free_port(), secrets.token_hex(16)
+    # JupyterLab's settings as `python3 course.py lab` writes them into .venv (here into a folder of the test's).
+    settings = course.configure_jupyterlab(tmp_path / "env").parent
     env = {**os.environ, "LLM_MODEL": "", "TEMPORAL_ADDRESS": "",  # the offline model, an embedded server
            **{name: str(tmp_path / name.lower()) for name in (
                "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
@@ -66,8 +73,7 @@ def jupyter_lab(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True", f"--LabApp.app_settings_dir={settings}"],
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -139,6 +145,11 @@ async def test_chat_in_jupyterlab_in_a_real_browser(jupyter_lab):
             await box.scroll_into_view_if_needed(timeout=150_000)
             text_box = box.locator(".durable-chat-input input")
             await expect(text_box).to_be_enabled(timeout=30_000)
+            # Before the first message, the box says what the agent can do (from its tools registry).
+            intro = box.locator(".durable-chat-intro")
+            await expect(intro).to_contain_text("calculator")
+            await expect(intro.locator(".durable-chat-example").filter(has_text="What is 25 + 17?")).to_be_visible()
+            await box.screenshot(path=str(ARTIFACTS / "browser-chat-intro.png"))
             await text_box.click()
             await text_box.press_sequentially("What is 25 + 17?")
             await text_box.press("Enter")
@@ -146,6 +157,7 @@ async def test_chat_in_jupyterlab_in_a_real_browser(jupyter_lab):
             reply = box.locator(".durable-chat-agent")
             await expect(reply).to_contain_text("42", timeout=60_000)
             await expect(box.locator(".durable-chat-user")).to_have_text(["What is 25 + 17?"])
+            await expect(intro).to_be_hidden()  # the conversation has begun
             await expect(box.locator(".durable-chat-tool").first).to_contain_text("calculator(expression='25 + 17')")
             await expect(box.locator(".durable-chat-status")).to_contain_text("idle")
             await expect(text_box).to_have_value("")  # sent, and the box is ready for the next message
@@ -160,6 +172,10 @@ async def test_chat_in_jupyterlab_in_a_real_browser(jupyter_lab):
             await expect(reply).to_have_count(2, timeout=60_000)
             await expect(reply.last).to_have_text("100 / 5 = 20.")
             await expect(box.locator(".durable-chat-user")).to_have_count(2)  # each message sent once
+
+            # A minute after JupyterLab opened, nothing covers the cells: JupyterLab asks about its news as
+            # soon as it has restored the page, unless course.py's settings say "never".
+            await expect(page.get_by_text(NEWS_TOAST)).to_have_count(0)
         finally:
             await page.screenshot(path=str(ARTIFACTS / "browser-chat-page.png"))
             if await page.locator(".jp-Notebook .jp-CodeCell .durable-chat").count():

@@ -8,6 +8,7 @@ until the test releases it: nothing depends on how fast this machine is.
 from __future__ import annotations
 
 import asyncio
+import html
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -16,6 +17,7 @@ from temporalio.service import RetryConfig
 from durable_course.chat import ChatBox, chat_box
 from durable_agent.server import Temporal, start_temporal
 from durable_agent.session import start_chat
+from durable_agent.tools import TOOLS, Tool, tool
 from durable_agent.worker import start_worker
 from durable_agent.workflow import MAX_MESSAGE_CHARS
 from fake_openai import FAKE_API_KEY, completion, error, tool_call
@@ -221,3 +223,46 @@ async def test_the_box_follows_a_chat_across_continue_as_new(temporal, task_queu
     await type_and_send(box, "What is 6 + 6?")
     assert box.entries[-1] == ("agent", "6 + 6 = 12.")
     assert (await session.status()).turns == 6
+
+
+def intro_text(box: ChatBox) -> str:
+    return box.intro.children[0].value
+
+
+async def test_before_the_first_message_the_box_says_what_the_agent_can_do(chat):
+    box = await chat_box(chat)
+    assert box.intro.layout.display != "none" and "durable-chat-intro" in box.intro._dom_classes
+    text = intro_text(box)
+    for registered in TOOLS.values():  # every tool of the agent's registry, with its description
+        assert f"<code>{registered.name}</code>: {html.escape(registered.description)}" in text
+    assert f"This agent can use {len(TOOLS)} tools:" in text and "Say goodbye (or click <b>End chat</b>)" in text
+    examples = [b.description for b in box.example_buttons]
+    assert examples == [e for t in TOOLS.values() for e in t.examples] and "What is 25 + 17?" in examples
+    # An example is a button that sends its question; then the conversation replaces the introduction.
+    [ask_sum] = [b for b in box.example_buttons if b.description == "What is 25 + 17?"]
+    ask_sum.click()
+    await box.wait()
+    assert box.entries == TURN_42 and box.intro.layout.display == "none"
+    assert (await chat_box(chat)).intro.layout.display == "none"  # reopened with a history: no introduction
+
+
+async def test_the_introduction_comes_from_the_registry_not_from_the_box(monkeypatch, chat):
+    monkeypatch.setitem(TOOLS, "shout", Tool("shout", "Shout a <word>.", {"properties": {"word": {}}},
+                                             lambda word: word.upper(), ("Shout 'hello'",)))
+    box = await chat_box(chat)
+    assert "<code>shout</code>: Shout a &lt;word&gt;." in intro_text(box)  # escaped, as every text in the box
+    assert box.example_buttons[-1].description == "Shout 'hello'"
+    monkeypatch.setattr("durable_agent.tools.TOOLS", {})
+    bare = await chat_box(chat)
+    assert "This agent has no tools" in intro_text(bare) and bare.example_buttons == []
+
+
+async def test_examples_are_closed_with_the_chat(chat):
+    box = await chat_box(chat)
+    await type_and_send(box, "Goodbye!")
+    assert all(b.disabled for b in box.example_buttons) and box.example_buttons
+
+
+def test_examples_must_be_a_list_of_questions():
+    with pytest.raises(TypeError, match="examples is a list of questions, not one string"):
+        tool("Shout a word.", examples="Shout 'hello'", word="the word")
