@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from temporalio.client import Client
 
@@ -185,11 +185,11 @@ def launch_dev_server(port: int, *, namespace: str = "default", ui_port: int | N
     return DevServer(process, Path(log_name))
 
 
-async def _connect_when_ready(server: DevServer, address: str, namespace: str) -> Client:
+async def _connect_when_ready(server: DevServer, address: str, namespace: str, plugins: Sequence[Any] = ()) -> Client:
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         try:
-            return await Client.connect(address, namespace=namespace)
+            return await Client.connect(address, namespace=namespace, plugins=list(plugins))
         except RuntimeError as err:  # connection refused: not listening yet
             if not server.alive:
                 raise RuntimeError(f"the Temporal dev server exited with code {server.process.returncode}:\n"
@@ -241,12 +241,14 @@ async def start_temporal(
     ui_port: int | None = None,
     ui_public_path: str | None = None,
     config: Settings | None = None,
+    plugins: Sequence[Any] = (),
 ) -> Temporal:
     """Connect to `TEMPORAL_ADDRESS` if it is set, else start the embedded dev server.
 
     `db_file` persists the embedded server to SQLite (the chat survives a server restart); without it the
     server keeps everything in memory. Ports are chosen free unless given. `ui_public_path`: the path the Web UI
     is served under behind a proxy (by default, under JupyterHub, jupyter-server-proxy's path for its port).
+    `plugins`: Temporal client plugins for the client (and the workers made from it).
     """
     config = config or settings()
     if config.temporal_address:
@@ -255,6 +257,7 @@ async def start_temporal(
             namespace=config.temporal_namespace,
             api_key=config.temporal_api_key,
             tls=config.temporal_tls,
+            plugins=list(plugins),
         )
         return Temporal(client, config.temporal_address, config.temporal_namespace, ui_url=None)
 
@@ -266,7 +269,7 @@ async def start_temporal(
                                db_file=str(db_file) if db_file else None,
                                extra_args=["--ui-public-path", public_path] if public_path else [])
     address = f"127.0.0.1:{port}"
-    client = await _connect_when_ready(server, address, config.temporal_namespace)
+    client = await _connect_when_ready(server, address, config.temporal_namespace, plugins)
     ui_url = (public_path or f"http://127.0.0.1:{ui_port}") if ui else None
     return Temporal(client, address, config.temporal_namespace, ui_url, server)
 

@@ -42,6 +42,33 @@ async def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_class_load(args: argparse.Namespace) -> int:
+    from .classroom import run_class_load
+
+    try:
+        report = await run_class_load(args.learners, args.turns,
+                                      progress=lambda text: print(f"class-load: {text}", file=sys.stderr, flush=True))
+    except ValueError as err:
+        print(f"durable-agent class-load: {err}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.table(), flush=True)
+    return 0
+
+
+async def cmd_namespaces(args: argparse.Namespace) -> int:
+    from durable_agent.server import connect
+
+    from .classroom import create_namespaces
+
+    learners = [name.strip() for name in args.learners.split(",") if name.strip()]
+    if not learners:
+        print("durable-agent namespaces: give --learners ada,bob,...", file=sys.stderr)
+        return 2
+    for name in await create_namespaces(await connect(args.address), learners):
+        print(f"namespace {name} ready")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, sub = agent_cli.parser(prog="durable-agent")
 
@@ -62,4 +89,15 @@ def main(argv: list[str] | None = None) -> int:
                            "(default: never)")
     load.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    return agent_cli.run(parser.parse_args(argv), {**agent_cli.COMMANDS, "bench": cmd_bench, "load": cmd_load})
+    class_load = sub.add_parser("class-load", help="a class on one shared server: N learners, each with a worker "
+                                                   "process of their own, chatting at once (docs/teaching.md)")
+    class_load.add_argument("--learners", type=int, default=30, help="learners (default 30)")
+    class_load.add_argument("--turns", type=int, default=4, help="chat turns per learner (default 4)")
+    class_load.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    namespaces = sub.add_parser("namespaces", help="the teacher's command: a Temporal namespace per learner")
+    namespaces.add_argument("--address", required=True, help="the class's Temporal server, HOST:PORT")
+    namespaces.add_argument("--learners", required=True, help="comma-separated learner names")
+
+    return agent_cli.run(parser.parse_args(argv), {**agent_cli.COMMANDS, "bench": cmd_bench, "load": cmd_load,
+                                                   "class-load": cmd_class_load, "namespaces": cmd_namespaces})

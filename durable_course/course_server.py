@@ -21,7 +21,7 @@ import re
 import sys
 import urllib.request
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 from temporalio.client import Client
 
@@ -59,7 +59,7 @@ def where(env: Mapping[str, str] | None = None) -> tuple[str, str | None] | None
     return None
 
 
-async def connect(env: Mapping[str, str] | None = None) -> Temporal | None:
+async def connect(env: Mapping[str, str] | None = None, plugins: Sequence[Any] = ()) -> Temporal | None:
     """A client for the course server, or None (with one line saying why) when there is none to reach.
     The returned `Temporal` has no server of its own: `shutdown()` leaves the course server running."""
     env = os.environ if env is None else env
@@ -67,10 +67,10 @@ async def connect(env: Mapping[str, str] | None = None) -> Temporal | None:
     if found is None:
         return None
     address, ui_url = found
-    client = await _try_connect(address)
+    client = await _try_connect(address, plugins=plugins)
     if client is None and _on_hub(env) and not env.get(ADDRESS_ENV):
         await asyncio.to_thread(_start_through_proxy, env)  # jupyter-server-proxy starts it on first request
-        client = await _try_connect(address, PROXY_START_SECONDS)
+        client = await _try_connect(address, PROXY_START_SECONDS, plugins)
     if client is None:
         print(f"[the course's Temporal server at {address} does not answer: this notebook starts a server of its "
               "own, which stops with it]", file=sys.stderr)
@@ -78,11 +78,11 @@ async def connect(env: Mapping[str, str] | None = None) -> Temporal | None:
     return Temporal(client, address, client.namespace, ui_url)
 
 
-async def _try_connect(address: str, seconds: float = CONNECT_SECONDS) -> Client | None:
+async def _try_connect(address: str, seconds: float = CONNECT_SECONDS, plugins: Sequence[Any] = ()) -> Client | None:
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         try:
-            return await asyncio.wait_for(Client.connect(address), CONNECT_SECONDS)
+            return await asyncio.wait_for(Client.connect(address, plugins=list(plugins)), CONNECT_SECONDS)
         except (RuntimeError, asyncio.TimeoutError, OSError):
             if asyncio.get_running_loop().time() >= deadline:
                 return None

@@ -28,7 +28,7 @@ from durable_agent.worker import BackgroundWorker, start_worker
 from durable_agent.config import settings
 from durable_agent.workflow import AgentReply
 
-from . import course_server
+from . import classroom, course_server
 
 
 @dataclass
@@ -98,11 +98,18 @@ async def start_lab(*, worker: bool = True, db_file: str | None = None, ui: bool
     if _current is not None:
         await _current.stop()
     quiet_logs()  # a failed activity attempt shows as one line under the cell, not as a traceback
-    shared = None if own_server or db_file or settings().temporal_address else await course_server.connect()
+    # Class mode (classroom.py): on a shared server, a learner's client and workers keep to the learner's own
+    # chats and task queues.
+    learner = classroom.learner_name()
+    plugins = [classroom.Classroom(learner)] if learner else []
+    shared = None if own_server or db_file or settings().temporal_address else await course_server.connect(
+        plugins=plugins)
     if shared is not None:
         _current = Lab(shared, None, course_server.notebook_task_queue() or "")
     else:
-        _current = Lab(await start_temporal(db_file=db_file, ui=ui), None)
+        embedded = own_server or db_file or not settings().temporal_address
+        _current = Lab(await start_temporal(db_file=db_file, ui=ui, plugins=[] if embedded else plugins), None,
+                       course_server.notebook_task_queue() or "" if not embedded else "")
     if worker:
         await _current.start_worker()
     return _current
