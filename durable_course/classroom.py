@@ -264,17 +264,24 @@ async def run_class_load(learners: int = 30, turns: int = 4,
         started = time.monotonic()
 
         async def learner(name: str, client: temporalio.client.Client) -> None:
+            try:
+                await chat_turns(name, client)
+            except Exception as err:  # noqa: BLE001 - one learner's failure is counted, the class goes on
+                report.errors.append(f"{name}: {type(err).__name__}: {err}")
+
+        async def chat_turns(name: str, client: temporalio.client.Client) -> None:
             chat = await start_chat(client, task_queue="course")
             chat.patience = 120.0
             for turn in range(turns):
+                report.lost += 1  # until it is answered
                 text, expected = COURSE_TURNS[turn % len(COURSE_TURNS)]
                 sent = time.perf_counter()
                 try:
                     reply = await chat.send(text)
                 except ChatError as err:
-                    report.lost += 1
                     report.errors.append(str(err))
                     continue
+                report.lost -= 1
                 report.latencies_ms.append((time.perf_counter() - sent) * 1000)
                 if reply.text.startswith(expected):
                     report.answered += 1
