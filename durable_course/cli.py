@@ -21,6 +21,7 @@ async def cmd_recovery(args: argparse.Namespace) -> int:
 
     try:
         report = await run_recovery(starts=args.starts, crashes=args.crashes, standby=not args.no_standby,
+                                    local=not args.no_standby,
                                     progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
     except ValueError as err:
         print(f"durable-agent bench: {err}", file=sys.stderr)
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--starts", type=int, default=5, help="--recovery: worker starts measured (default 5)")
     bench.add_argument("--crashes", type=int, default=2,
                        help="--recovery: kills per activity type, each with and without a standby (default 2)")
-    bench.add_argument("--no-standby", action="store_true", help="--recovery: skip the runs with a standby worker")
+    bench.add_argument("--no-standby", action="store_true",
+                       help="--recovery: skip the runs with a standby worker (and with the model as a local activity)")
 
     load = sub.add_parser("load", help="many chats at once against one worker process: turns answered, lost, "
                                        "run twice, latency (optionally SIGKILLing the worker)")

@@ -513,26 +513,28 @@ class FaultLab:
             await self.worker.stop()
             self.worker = None
 
-    async def new_chat(self) -> ChatSession:
+    async def new_chat(self, model_call: str = "activity") -> ChatSession:
         from durable_agent.session import start_chat
+        from durable_agent.workflow import ChatInput
 
-        return await start_chat(self.temporal.client, task_queue=self.task_queue)
+        return await start_chat(self.temporal.client, task_queue=self.task_queue, input=ChatInput(model_call=model_call))
 
     async def crash_mid_turn(self, during: str = "plan_next_action", question: str = "What is 25 + 17?",
-                             standby: WorkerProcess | None = None) -> CrashReport:
+                             standby: WorkerProcess | None = None, model_call: str = "activity") -> CrashReport:
         """SIGKILL the worker process while `during` runs, restart it, and wait for the same Update's reply.
 
         `plan_next_action`: the kill lands in the second model call, after a tool call has completed;
         `execute_tool`: in the tool call, after the first model call has completed. With `standby`, a second
         worker process already polling the lab's task queue: whichever of the two runs the hanging call is
-        killed, the other takes over, and no new process is started (`restart_to_ready` is then 0)."""
+        killed, the other takes over, and no new process is started (`restart_to_ready` is then 0). With
+        `model_call="local_activity"` the model calls are local activities (see `workflow.PLAN_LOCAL_ACTIVITY`)."""
         if during not in ("plan_next_action", "execute_tool"):
             raise ValueError(f"during must be 'plan_next_action' or 'execute_tool', not {during!r}")
         self.faults.clear()
         self.faults.hang(during, skip=1 if during == "plan_next_action" else 0)
         victim = self.worker if self.worker is not None and self.worker.alive else await self.start_worker_process()
         workers = {w.pid: w for w in (victim, standby) if w is not None}
-        chat = await self.new_chat()
+        chat = await self.new_chat(model_call)
         pending = asyncio.create_task(chat.send(question))
         try:  # wait until the activity is running (and hanging) on the worker
             await self.faults.wait_for(lambda ex: any(e.fault == HANG and e.workflow_id == chat.workflow_id for e in ex))

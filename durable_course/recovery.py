@@ -40,6 +40,8 @@ class Crash:
     to_reply: float  # the pending message's reply arrives
     reply: str
     rerun_completed: int  # completed activities executed again: must be 0
+    model_call: str = "activity"  # or "local_activity" (ChatInput.model_call)
+    model_runs: int = 0  # model calls executed for the turn, counting the interrupted one and its re-runs
 
 
 @dataclass
@@ -69,19 +71,23 @@ class RecoveryReport:
             "",
             "SIGKILL mid-turn, seconds from the kill (the pending message is never re-sent):",
             "",
-            f"{'killed during':<18} {'standby':>7} {'-> ready':>9} {'-> retry':>9} {'-> reply':>9} {'rerun':>6}",
-            "-" * 63,
+            f"{'killed during':<18} {'model call':<15} {'standby':>7} {'-> ready':>9} {'-> retry':>9} {'-> reply':>9} "
+            f"{'model runs':>10} {'rerun':>6}",
+            "-" * 91,
         ]
         if not self.crashes:
             lines.append("(no crash measured)")
         for c in self.crashes:
-            lines.append(f"{c.during:<18} {'yes' if c.standby else 'no':>7} {c.to_ready:>9.2f} {c.to_retry:>9.2f} "
-                         f"{c.to_reply:>9.2f} {c.rerun_completed:>6}")
-        for standby in (False, True):
-            chosen = [c.to_reply for c in self.crashes if c.standby == standby]
-            if chosen:
-                lines.append(f"kill -> reply p50 {'with a standby worker' if standby else 'restarting the worker'}: "
-                             f"{statistics.median(chosen):.2f} s over {len(chosen)} crashes")
+            lines.append(f"{c.during:<18} {c.model_call:<15} {'yes' if c.standby else 'no':>7} {c.to_ready:>9.2f} "
+                         f"{c.to_retry:>9.2f} {c.to_reply:>9.2f} {c.model_runs:>10} {c.rerun_completed:>6}")
+        lines.append("")
+        for model_call in ("activity", "local_activity"):
+            for standby in (False, True):
+                chosen = [c.to_reply for c in self.crashes if (c.standby, c.model_call) == (standby, model_call)]
+                if chosen:
+                    lines.append(f"kill -> reply p50, model call as {'a local activity' if model_call != 'activity' else 'an activity'}, "
+                                 f"{'with a standby worker' if standby else 'restarting the worker'}: "
+                                 f"{statistics.median(chosen):.2f} s over {len(chosen)} crashes")
         return "\n".join(lines)
 
 
@@ -104,7 +110,7 @@ async def measure_ready(temporal: Temporal, starts: int,
     return seconds, loaded, litellm
 
 
-async def measure_crash(lab: FaultLab, during: str, standby: bool) -> Crash:
+async def measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str = "activity") -> Crash:
     spare = None
     if standby:  # a second worker process on the lab's task queue, polling before the turn starts
         if lab.worker is None or not lab.worker.alive:
@@ -112,19 +118,22 @@ async def measure_crash(lab: FaultLab, during: str, standby: bool) -> Crash:
         spare = await lab.launch_worker_process()
         await spare.wait_litellm()  # a standby has been up for a while: it has LiteLLM
     try:
-        report = await lab.crash_mid_turn(during, standby=spare)
+        report = await lab.crash_mid_turn(during, standby=spare, model_call=model_call)
     finally:
         if spare is not None and spare is not lab.worker:
             await spare.stop()
+    model_runs = lab.faults.count("plan_next_action", workflow_id=report.workflow_id)
     return Crash(during, standby, report.restart_to_ready, report.kill_to_retry,
-                 report.restart_to_ready + report.ready_to_reply, report.reply, len(report.rerun_completed))
+                 report.restart_to_ready + report.ready_to_reply, report.reply, len(report.rerun_completed),
+                 model_call, model_runs)
 
 
 async def run_recovery(temporal: Temporal | None = None, *, starts: int = 5, crashes: int = 2,
-                       standby: bool = True, during: tuple[str, ...] = ACTIVITIES,
+                       standby: bool = True, during: tuple[str, ...] = ACTIVITIES, local: bool = True,
                        progress: Callable[[str], None] | None = None) -> RecoveryReport:
     """Measure worker start-up `starts` times and `crashes` kills per activity type in `during`, restarting
-    the worker, and (with `standby`) as many with a standby worker."""
+    the worker, and (with `standby`) as many with a standby worker; with `local`, as many kills during the
+    model call made as a local activity (with a standby: what the local-activity option gives up)."""
     if starts < 1 or crashes < 0:
         raise ValueError(f"starts must be at least 1 and crashes at least 0 (got {starts}, {crashes})")
     if not during or set(during) - set(ACTIVITIES):
@@ -144,6 +153,9 @@ async def run_recovery(temporal: Temporal | None = None, *, starts: int = 5, cra
                 for _ in range(crashes):
                     say(f"SIGKILL during {activity}{' with a standby worker' if spare else ''}")
                     report.crashes.append(await measure_crash(lab, activity, spare))
+        for _ in range(crashes if local else 0):
+            say("SIGKILL during plan_next_action as a local activity, with a standby worker")
+            report.crashes.append(await measure_crash(lab, "plan_next_action", True, "local_activity"))
         return report
     finally:
         await lab.close()

@@ -13,18 +13,19 @@ from durable_course.recovery import Crash, RecoveryReport, run_recovery
 
 
 async def test_a_worker_polls_before_litellm_and_recovers_from_a_kill(temporal):
-    report = await run_recovery(temporal, starts=1, crashes=1, during=("execute_tool",))
+    report = await run_recovery(temporal, starts=1, crashes=1, during=("execute_tool",), local=False)
     assert len(report.ready_s) == 1 and report.ready_s[0] > 0
     # The worker said, when it began to poll, that LiteLLM was not loaded yet: it is imported afterwards.
     assert report.litellm_loaded_when_ready == [False] and report.litellm_after_ready_s[0] > 0
     assert [(c.during, c.standby) for c in report.crashes] == [("execute_tool", False), ("execute_tool", True)]
     for crash in report.crashes:
         assert crash.reply == "25 + 17 = 42." and crash.rerun_completed == 0
+        assert crash.model_call == "activity" and crash.model_runs == 2  # the tool was killed: the model ran twice
         assert 0 <= crash.to_ready <= crash.to_reply and 0 < crash.to_retry <= crash.to_reply
     assert report.crashes[1].to_ready == 0  # the standby took over: no process was started
     assert RecoveryReport.from_json(report.to_json()) == report
     table = report.table()
-    for words in ("Worker process ready", "kill -> reply p50 restarting the worker", "with a standby worker"):
+    for words in ("Worker process ready", "as an activity, restarting the worker", "with a standby worker"):
         assert words in table
 
 
@@ -37,9 +38,12 @@ async def test_bad_recovery_options_are_refused():
 
 def test_the_table_reads_a_report():
     report = RecoveryReport([0.5, 0.7], [False, False], [3.0, 4.0],
-                            [Crash("plan_next_action", False, 0.6, 3.1, 6.0, "ok", 0)])
+                            [Crash("plan_next_action", False, 0.6, 3.1, 6.0, "ok", 0, "activity", 3),
+                             Crash("plan_next_action", True, 0.0, 10.2, 11.0, "ok", 0, "local_activity", 3)])
     table = report.table()
-    assert "p50 0.60 s" in table and "kill -> reply p50 restarting the worker: 6.00 s over 1 crashes" in table
+    assert "p50 0.60 s" in table
+    assert "model call as an activity, restarting the worker: 6.00 s over 1 crashes" in table
+    assert "model call as a local activity, with a standby worker: 11.00 s over 1 crashes" in table
     assert json.loads(report.to_json())["crashes"][0]["to_reply"] == 6.0
 
 
