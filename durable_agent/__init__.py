@@ -10,7 +10,8 @@ The three primitives, one module each:
 `context.py` bounds what the model sees (so chats can be any length); `logs.py` keeps failures to one line.
 Beyond the basics (notebook 07): `long_chat.py` (continue-as-new with a carried summary) and `approval.py`
 (a tool that waits for a human's approval).
-Importing this package is fast: LiteLLM is imported only once a worker polls (in a background thread).
+Importing this package is fast: LiteLLM is imported only by a worker, in a background thread (a worker
+process starts the import once it polls).
 """
 
 from .activities import AgentActivities, ChatMessage, Plan, ToolCall, ToolResult
