@@ -12,7 +12,8 @@ decision, continue-as-new) are listed in `workflow.py`'s docstring; worker plugi
 `context.py` bounds what the model sees (so chats can be any length); `logs.py` keeps failures to one line.
 Beyond the basics (notebook 07): `long_chat.py` (continue-as-new with a carried summary) and `approval.py`
 (a tool that waits for a human's approval).
-Importing this package is fast: LiteLLM is imported only when a worker starts.
+Importing this package is fast: LiteLLM is imported only by a worker, in a background thread (a worker
+process starts the import once it polls).
 
 This is the agent, and only the agent. The course around it (the lab, the chat box, the history views, the
 fault lab, the checks, the benchmark) is the package `durable_course/`, which this one never imports.

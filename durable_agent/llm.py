@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -48,6 +49,12 @@ class LLMConfig:
     model: str = OFFLINE_MODEL
     api_base: str | None = None
     timeout_seconds: float = 60.0
+    latency_ms: float = 0.0  # added to every call, as a real model's time to answer (the benchmark uses it)
+
+    @property
+    def label(self) -> str:
+        """The model's name, plus the latency added to it, if any: `offline/durable-agent+200ms`."""
+        return f"{self.model}+{self.latency_ms:g}ms" if self.latency_ms else self.model
 
 
 _litellm = None
@@ -76,6 +83,11 @@ def litellm_module() -> Any:
     return _litellm
 
 
+def loaded() -> bool:
+    """Whether LiteLLM has been imported (by `preload`, a model call, or anything else in this process)."""
+    return _litellm is not None or "litellm" in sys.modules
+
+
 def preload() -> None:
     """Start importing LiteLLM in a background thread, so a worker can poll at once and the first model
     call finds it (nearly) ready. Idempotent."""
@@ -93,6 +105,8 @@ async def litellm_ready() -> Any:
 async def complete(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig) -> dict[str, Any]:
     """One chat-completion call; returns the assistant message as an OpenAI-style dict."""
     litellm = await litellm_ready()
+    if config.latency_ms:  # a model that takes its time: the offline model made to answer like a real one
+        await asyncio.sleep(config.latency_ms / 1000)
     response = await litellm.acompletion(
         model=config.model,
         messages=messages,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -92,12 +93,23 @@ def _quiet_stdio() -> Iterator[None]:
 # tool, the offline model) queue for a token, 50 ms a step. 1000 removes that idle wait and changes nothing
 # else: the tasks are already durable when they are read (notebook 06 measures before and after).
 TRANSFER_READS_PER_SECOND = 1000
-DEV_SERVER_FLAGS = [
-    "--dynamic-config-value", "frontend.enableServerVersionCheck=false",
-    "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
-    "--dynamic-config-value", "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true",
-    "--dynamic-config-value", f"history.transferProcessorMaxPollRPS={TRANSFER_READS_PER_SECOND}",
-]
+DEV_SERVER_CONFIG: dict[str, object] = {
+    "frontend.enableServerVersionCheck": False,
+    "frontend.enableUpdateWorkflowExecution": True,
+    "frontend.enableUpdateWorkflowExecutionAsyncAccepted": True,
+    "history.transferProcessorMaxPollRPS": TRANSFER_READS_PER_SECOND,
+}
+
+
+def dev_server_flags(overrides: dict[str, object] | None = None) -> list[str]:
+    """`--dynamic-config-value KEY=VALUE` for each setting (VALUE as JSON), `overrides` replacing ours."""
+    flags = []
+    for key, value in {**DEV_SERVER_CONFIG, **(overrides or {})}.items():
+        flags += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    return flags
+
+
+DEV_SERVER_FLAGS = dev_server_flags()
 STARTUP_SECONDS = 30.0
 
 
@@ -166,10 +178,13 @@ class DevServer:
 
 
 def launch_dev_server(port: int, *, namespace: str = "default", ui_port: int | None = None,
-                      db_file: str | None = None, extra_args: list[str] | None = None) -> DevServer:
-    """Start the Temporal CLI dev server as a child process that dies with this one (does not wait for it)."""
+                      db_file: str | None = None, extra_args: list[str] | None = None,
+                      dynamic_config: dict[str, object] | None = None) -> DevServer:
+    """Start the Temporal CLI dev server as a child process that dies with this one (does not wait for it).
+    `dynamic_config` adds server settings or replaces ours (`DEV_SERVER_CONFIG`), e.g. to measure a default."""
     command = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-               "--namespace", namespace, "--log-format", "pretty", "--log-level", "error", *DEV_SERVER_FLAGS]
+               "--namespace", namespace, "--log-format", "pretty", "--log-level", "error",
+               *dev_server_flags(dynamic_config)]
     command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
     command += ["--db-filename", db_file] if db_file else []
     command += extra_args or []
@@ -242,13 +257,15 @@ async def start_temporal(
     ui_public_path: str | None = None,
     config: Settings | None = None,
     plugins: Sequence[Any] = (),
+    dynamic_config: dict[str, object] | None = None,
 ) -> Temporal:
     """Connect to `TEMPORAL_ADDRESS` if it is set, else start the embedded dev server.
 
     `db_file` persists the embedded server to SQLite (the chat survives a server restart); without it the
     server keeps everything in memory. Ports are chosen free unless given. `ui_public_path`: the path the Web UI
     is served under behind a proxy (by default, under JupyterHub, jupyter-server-proxy's path for its port).
-    `plugins`: Temporal client plugins for the client (and the workers made from it).
+    `plugins`: Temporal client plugins for the client (and the workers made from it). `dynamic_config`: server
+    settings added to ours or replacing them (the benchmark measures Temporal's defaults with it).
     """
     config = config or settings()
     if config.temporal_address:
@@ -267,7 +284,8 @@ async def start_temporal(
     public_path = (ui_public_path or proxied_ui_path(ui_port)) if ui_port else None
     server = launch_dev_server(port, namespace=config.temporal_namespace, ui_port=ui_port,
                                db_file=str(db_file) if db_file else None,
-                               extra_args=["--ui-public-path", public_path] if public_path else [])
+                               extra_args=["--ui-public-path", public_path] if public_path else [],
+                               dynamic_config=dynamic_config)
     address = f"127.0.0.1:{port}"
     client = await _connect_when_ready(server, address, config.temporal_namespace, plugins)
     ui_url = (public_path or f"http://127.0.0.1:{ui_port}") if ui else None

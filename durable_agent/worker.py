@@ -37,6 +37,7 @@ from .config import settings
 from .workflow import DurableAgentWorkflow
 
 READY_LINE = "durable-agent worker ready"
+LITELLM_LINE = "durable-agent worker: LiteLLM imported"  # then the first model call runs without waiting
 
 # After a worker dies, the server keeps routing that workflow's tasks to the dead worker's "sticky" queue
 # for this long before giving them to any worker. The default is 10 s; 1 s makes a restarted worker take
@@ -70,10 +71,12 @@ def create_worker(
     task_queue: str | None = None,
     activities: AgentActivities | None = None,
     workflows: list[type] | None = None,
+    preload: bool = True,
     **options: Any,
 ) -> Worker:
     activities = activities or AgentActivities()
-    llm.preload()  # LiteLLM takes seconds to import: in a background thread, so the worker polls at once
+    if preload:  # LiteLLM takes seconds to import: in a background thread, so the worker polls at once
+        llm.preload()
     options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
     options.setdefault("build_id", build_id())
     options.setdefault("max_concurrent_workflow_tasks", WORKFLOW_TASK_SLOTS)
@@ -113,6 +116,7 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     started: float = field(default_factory=time.monotonic)
+    ready_after: float | None = None  # seconds from launch until it said it polls (set by wait_ready)
 
     @property
     def pid(self) -> int:
@@ -132,7 +136,18 @@ class WorkerProcess:
                 raise RuntimeError(f"the worker process exited with code {self.process.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the worker process was not ready after {timeout} s:\n{self.log()}")
+            await asyncio.sleep(0.01)
+        if self.ready_after is None:
+            self.ready_after = time.monotonic() - self.started
+
+    async def wait_litellm(self, timeout: float = 120.0) -> float:
+        """Wait until the worker has imported LiteLLM in the background; seconds since it became ready."""
+        deadline = time.monotonic() + timeout
+        while LITELLM_LINE not in self.log():
+            if not self.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not import LiteLLM:\n{self.log()}")
             await asyncio.sleep(0.05)
+        return float(self.log().split(LITELLM_LINE, 1)[1].split()[0])
 
     def kill(self) -> None:
         """SIGKILL: the process dies at once, mid-whatever, as in a power cut."""
@@ -205,12 +220,20 @@ async def serve(client: Client, task_queue: str | None = None, plugins: list[str
     """Run a worker until SIGINT or SIGTERM (the body of `durable-agent worker`)."""
     task_queue = task_queue or settings().task_queue
     import_tool_modules()
-    worker = create_worker(client, task_queue=task_queue, plugins=[load_plugin(p) for p in plugins])
+    # LiteLLM is imported once the worker polls, not before: the import (seconds of CPU) would compete with
+    # the worker's own start-up for the interpreter. A model call that comes first waits for it in a thread.
+    worker = create_worker(client, task_queue=task_queue, plugins=[load_plugin(p) for p in plugins], preload=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with worker:
-        print(f"{READY_LINE} (pid {os.getpid()}, task queue {task_queue})", flush=True)
+        litellm = "LiteLLM loaded" if llm.loaded() else "LiteLLM importing in the background"
+        print(f"{READY_LINE} (pid {os.getpid()}, task queue {task_queue}; {litellm})", flush=True)
+        ready = time.monotonic()
+        llm.preload()
+        imported = asyncio.create_task(llm.litellm_ready())
+        imported.add_done_callback(lambda task: task.cancelled() or task.exception() or print(
+            f"{LITELLM_LINE} {time.monotonic() - ready:.2f} s after ready", flush=True))
         await stop.wait()
     print("durable-agent worker stopped", flush=True)

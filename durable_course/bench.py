@@ -15,16 +15,20 @@ Measured only when asked for (`--loops`), to show what a setting is worth:
 - `unsandboxed` (no workflow sandbox) and `pydantic` (Temporal's pydantic data converter): the same
   durability for less CPU, each with a cost of its own (see `worker_options` and `client_for`);
 - `no-eager` and `no-cache`: eager activity execution, or the sticky workflow cache, switched off, to show
-  what each of these defaults buys.
+  what each of these defaults buys;
+- `default-server`: the course's agent on a second embedded server left at Temporal's default for the one
+  server setting the course changes (`server.py`): what that setting buys, measured in the same run.
 
-Each is run for turns that need 0, 1 and 2 tool calls, with the offline model and, when `LLM_MODEL` names
-a real model, with that model too. `durable-agent bench` prints a table (or JSON); `run_benchmark()`
+Each is run for turns that need 0, 1 and 2 tool calls, with the offline model, with the offline model made
+to answer in 200 ms (`durable-agent bench --model-latency`, as a real model takes its time) and, when
+`LLM_MODEL` names a real model, with that model too. `durable-agent bench` prints a table (or JSON); `run_benchmark()`
 returns a `BenchReport` (notebook 06 plots it). Where the time goes is read from the workflow's own event
 history: how long workflow tasks and activities waited and ran, per turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -54,8 +58,12 @@ TURNS: dict[int, str] = {
     2: "What's the weather in Paris and what is 12 * 3?",
 }
 PLAIN = "plain"
-LOOPS = ("plain", "durable", "local-model", "unsandboxed", "pydantic", "no-eager", "no-cache")
+LOOPS = ("plain", "durable", "local-model", "unsandboxed", "pydantic", "no-eager", "no-cache", "default-server")
 DEFAULT_LOOPS = ("plain", "durable", "local-model")
+# `default-server`: the durable loop on a second embedded server that keeps Temporal's default for the one
+# setting the course changes (server.py): the history service reads new tasks at most 20 times a second.
+DEFAULT_SERVER_CONFIG: dict[str, object] = {"history.transferProcessorMaxPollRPS": 20}
+DEFAULT_LATENCY_MS = 200.0  # the offline model is also measured answering in this long, as a real model does
 PHASES = ("workflow task wait", "workflow task run", "activity wait", "activity run")
 
 
@@ -105,8 +113,9 @@ class Series:
     activities: float  # activities per turn, counted in the event history (plain: 0)
     local_activities: float  # local activities per turn (their markers in the history)
     cpu_ms: float  # CPU time of this process per turn (client + worker; not the server): less noisy than latency
-    model_ms: Stats | None = None  # plain only: the time spent inside llm.complete per turn
+    model_ms: Stats | None = None  # plain only: the time spent inside llm.complete per turn (its latency too)
     phases_ms: dict[str, float] = field(default_factory=dict)  # durable only: ms per turn, from the history
+    server_cpu_ms: float | None = None  # CPU time of the Temporal server per turn, when the bench started it
 
     @property
     def steps(self) -> float:
@@ -136,7 +145,34 @@ class BenchReport:
     series: list[Series]
     overheads: list[Overhead]
     environment: dict[str, str]
+    server_config: dict[str, object] = field(default_factory=dict)  # settings given to the bench's own server
 
+    def designs(self) -> list[dict[str, Any]]:
+        """Per design (loop) and model, over every kind of turn: the ratio of its p50 to the plain loop's and
+        its overhead per step (ms over the plain loop per model or tool call), the median over tool counts."""
+        rows = []
+        for model in self.models:
+            for loop in dict.fromkeys(o.loop for o in self.overheads if o.model == model):
+                chosen = [o for o in self.overheads if (o.loop, o.model) == (loop, model)]
+                rows.append({"model": model, "loop": loop,
+                             "ratio_to_plain": statistics.median(o.ratio_to_plain for o in chosen),
+                             "per_step_ms": statistics.median(o.per_step_ms for o in chosen),
+                             "by_tools": {str(o.tools): [round(o.ratio_to_plain, 3), round(o.per_step_ms, 3)]
+                                          for o in chosen}})
+        return rows
+
+    def reference(self) -> list[dict[str, Any]]:
+        """The reference implementation's table: chat turns (Updates) of the durable agent, mean / std / min /
+        max, one row per model (the instant offline model isolates durability's cost; a model with latency,
+        or a real one, shows it next to a model's own time), per kind of turn."""
+        rows = []
+        for s in self.series:
+            if s.loop == "durable":
+                plain = next((p for p in self.series if (p.loop, p.model, p.tools) == (PLAIN, s.model, s.tools)), None)
+                rows.append({"model": s.model, "tools": s.tools, "turns": s.stats.n, "mean": s.stats.mean,
+                             "std": s.stats.std, "min": s.stats.min, "max": s.stats.max,
+                             "plain_mean": plain.stats.mean if plain else None})
+        return rows
     def get(self, loop: str, model: str, tools: int) -> Series:
         for s in self.series:
             if (s.loop, s.model, s.tools) == (loop, model, tools):
@@ -144,11 +180,13 @@ class BenchReport:
         raise KeyError((loop, model, tools))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps({**asdict(self), "designs": self.designs(), "reference": self.reference()}, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "BenchReport":
         data = json.loads(text)
+        data.pop("designs", None)  # computed from the series
+        data.pop("reference", None)
         series = []
         for s in data["series"]:
             s = dict(s, stats=Stats(**s["stats"]))
@@ -161,38 +199,59 @@ class BenchReport:
         """The report as text: latency per series, the overhead of durability, and where the time goes."""
         lines = [f"Per-turn latency in ms: {self.iterations} turns per series after {self.warmup} warm-up "
                  f"turns ({self.environment.get('summary', '')}); steps = model + tool calls per turn; "
-                 "cpu = this process's CPU ms per turn", ""]
-        head = f"{'model':<22} {'loop':<12} {'tools':>5} {'steps':>5} " + " ".join(
-            f"{k:>7}" for k in ("mean", "std", "p50", "p95", "min", "max", "cpu"))
+                 "cpu = this process's CPU ms per turn (client and worker), server = the Temporal server's", ""]
+        head = f"{'model':<28} {'loop':<15} {'tools':>5} {'steps':>5} " + " ".join(
+            f"{k:>7}" for k in ("mean", "std", "p50", "p95", "min", "max", "cpu", "server"))
         lines += [head, "-" * len(head)]
         for s in self.series:
             st = s.stats
-            lines.append(f"{_short(s.model):<22} {s.loop:<12} {s.tools:>5} {s.steps:>5.0f} " + " ".join(
-                f"{v:>7.1f}" for v in (st.mean, st.std, st.p50, st.p95, st.min, st.max, s.cpu_ms)))
+            lines.append(f"{_short(s.model):<28} {s.loop:<15} {s.tools:>5} {s.steps:>5.0f} " + " ".join(
+                f"{v:>7.1f}" for v in (st.mean, st.std, st.p50, st.p95, st.min, st.max, s.cpu_ms)) + (
+                f" {s.server_cpu_ms:>7.1f}" if s.server_cpu_ms is not None else f" {'-':>7}"))
         lines += ["", "Overhead over the plain loop (p50): per turn, per step (one model or tool call), and as "
                   "ratios to the plain loop and to the model's own time", ""]
-        head = (f"{'model':<22} {'loop':<12} {'tools':>5} {'ms/turn':>8} {'ms/step':>8} {'x plain':>8} "
+        head = (f"{'model':<28} {'loop':<15} {'tools':>5} {'ms/turn':>8} {'ms/step':>8} {'x plain':>8} "
                 f"{'x model':>8}")
         lines += [head, "-" * len(head)]
         for o in self.overheads:
-            lines.append(f"{_short(o.model):<22} {o.loop:<12} {o.tools:>5} {o.per_turn_ms:>8.1f} "
+            lines.append(f"{_short(o.model):<28} {o.loop:<15} {o.tools:>5} {o.per_turn_ms:>8.1f} "
                          f"{o.per_step_ms:>8.1f} {o.ratio_to_plain:>8.1f} {o.ratio_to_model:>8.1f}")
+        designs = self.designs()
+        if designs:
+            lines += ["", "Each design in one line: its p50 as a ratio to the plain loop's, and its overhead per step "
+                      "(ms per model or tool call), the median over the kinds of turn", ""]
+            head = f"{'model':<28} {'loop':<15} {'x plain':>8} {'ms/step':>8}   by tools: x plain / ms per step"
+            lines += [head, "-" * len(head)]
+            for d in designs:
+                detail = "  ".join(f"{n}: {r:.1f}x / {m:.1f}" for n, (r, m) in d["by_tools"].items())
+                lines.append(f"{_short(d['model']):<28} {d['loop']:<15} {d['ratio_to_plain']:>8.1f} "
+                             f"{d['per_step_ms']:>8.1f}   {detail}")
+        reference = self.reference()
+        if reference:
+            lines += ["", f"The reference implementation's table, in this format: {self.iterations} chat turns (Updates) "
+                      "of the durable agent per row, ms", ""]
+            head = f"{'model':<26} {'tools':>5} {'turns':>5} {'mean':>8} {'std':>8} {'min':>8} {'max':>8} {'plain mean':>11}"
+            lines += [head, "-" * len(head)]
+            for r in reference:
+                plain = f"{r['plain_mean']:>11.1f}" if r["plain_mean"] is not None else f"{'-':>11}"
+                lines.append(f"{r['model'][:26]:<26} {r['tools']:>5} {r['turns']:>5} {r['mean']:>8.1f} {r['std']:>8.1f} "
+                             f"{r['min']:>8.1f} {r['max']:>8.1f} {plain}")
         timed = [s for s in self.series if s.phases_ms]
         if timed:
             lines += ["", "Where a durable turn's time goes, ms per turn (mean), from the event history; "
                       "'client+server' is the rest: the Update's RPC and the server's own work", ""]
-            head = f"{'model':<22} {'loop':<12} {'tools':>5} " + " ".join(
+            head = f"{'model':<28} {'loop':<15} {'tools':>5} " + " ".join(
                 f"{p.replace('workflow task', 'wft'):>14}" for p in PHASES) + f" {'client+server':>14}"
             lines += [head, "-" * len(head)]
             for s in timed:
                 rest = s.stats.mean - sum(s.phases_ms.get(p, 0.0) for p in PHASES)
-                lines.append(f"{_short(s.model):<22} {s.loop:<12} {s.tools:>5} " + " ".join(
+                lines.append(f"{_short(s.model):<28} {s.loop:<15} {s.tools:>5} " + " ".join(
                     f"{s.phases_ms.get(p, 0.0):>14.1f}" for p in PHASES) + f" {rest:>14.1f}")
         return "\n".join(lines)
 
 
 def _short(model: str) -> str:
-    return model if len(model) <= 22 else model[:19] + "..."
+    return model if len(model) <= 28 else model[:25] + "..."
 
 
 # --- (a) the plain loop: the lower bound ------------------------------------------------------------------
@@ -255,23 +314,35 @@ async def measure_plain(config: llm.LLMConfig, tools_needed: int, iterations: in
             model_ms.append(reply.model_seconds * 1000)
             calls.append(reply.model_calls)
             used.append(len(reply.tools_used))
-    return Series(PLAIN, config.model, tools_needed, samples, Stats.of(samples), statistics.fmean(used),
+    return Series(PLAIN, config.label, tools_needed, samples, Stats.of(samples), statistics.fmean(used),
                   statistics.fmean(calls), 0.0, 0.0, cpu * 1000 / iterations, model_ms=Stats.of(model_ms))
 
 
 # --- (b) the durable loop -----------------------------------------------------------------------------------
 
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds a process has used (Linux /proc); None elsewhere or without a pid."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure_durable(client: Client, task_queue: str, loop: str, model: str, tools_needed: int,
-                          iterations: int, warmup: int) -> Series:
+                          iterations: int, warmup: int, server_pid: int | None = None) -> Series:
     """Send `warmup + iterations` messages to one chat workflow and time each Update, client side."""
     chat_input = ChatInput(model_call="local_activity" if loop == "local-model" else "activity")
     chat = await start_chat(client, f"bench-{loop}-{tools_needed}-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
                             input=chat_input)
     await chat.status()  # a query: answered once the worker has run the chat's first task, so it is not timed
     samples, used, steps = [], [], []
-    cpu = 0.0
+    cpu = server_cpu = 0.0
     for i in range(warmup + iterations):
-        cpu_started = time.process_time()
+        cpu_started, server_started = time.process_time(), process_cpu_seconds(server_pid)
         started = time.perf_counter()
         try:
             reply = await chat.send(TURNS[tools_needed])
@@ -282,6 +353,8 @@ async def measure_durable(client: Client, task_queue: str, loop: str, model: str
             raise BenchError(f"the {loop} loop failed a turn: {reply.error}")
         if i >= warmup:
             cpu += time.process_time() - cpu_started
+            if server_started is not None:
+                server_cpu += process_cpu_seconds(server_pid) - server_started
             samples.append(elapsed)
             used.append(len(reply.tools_used))
             steps.append(reply.steps)
@@ -290,7 +363,7 @@ async def measure_durable(client: Client, task_queue: str, loop: str, model: str
     activities, local_activities, phases = _read_history(history.events, warmup, iterations)
     return Series(loop, model, tools_needed, samples, Stats.of(samples), statistics.fmean(used),
                   statistics.fmean(steps), activities, local_activities, cpu * 1000 / iterations,
-                  phases_ms=phases)
+                  phases_ms=phases, server_cpu_ms=server_cpu * 1000 / iterations if server_pid else None)
 
 
 def _read_history(events: list[Any], warmup: int, iterations: int) -> tuple[float, float, dict[str, float]]:
@@ -392,18 +465,23 @@ def environment() -> dict[str, str]:
     return info
 
 
-def models_to_measure(current: Settings | None = None) -> list[llm.LLMConfig]:
-    """The offline model always; the configured model too when it is a real one (LLM_MODEL)."""
+def models_to_measure(current: Settings | None = None, latency_ms: float = 0.0) -> list[llm.LLMConfig]:
+    """The offline model always (and again answering in `latency_ms`, as a real model takes its time, when
+    given); the configured model too when it is a real one (LLM_MODEL)."""
     current = current or settings()
     real = llm.LLMConfig(current.llm_model, current.llm_api_base, current.llm_timeout_seconds)
-    return [llm.LLMConfig()] + ([] if current.offline else [real])
+    slow = [llm.LLMConfig(latency_ms=latency_ms)] if latency_ms else []
+    return [llm.LLMConfig()] + slow + ([] if current.offline else [real])
 
 
 async def run_benchmark(client: Client | None = None, *, iterations: int = 50, warmup: int = 5,
                         loops: tuple[str, ...] | list[str] = DEFAULT_LOOPS,
                         models: list[llm.LLMConfig] | None = None,
-                        tool_counts: tuple[int, ...] = (0, 1, 2), progress: Any = None) -> BenchReport:
-    """Measure every loop, model and kind of turn; start the embedded server if no client is given."""
+                        tool_counts: tuple[int, ...] = (0, 1, 2), progress: Any = None,
+                        server_config: dict[str, object] | None = None) -> BenchReport:
+    """Measure every loop, model and kind of turn; start the embedded server if no client is given (with
+    `server_config` added to its settings). For each model and kind of turn the loops are measured one
+    right after the other, so a change in the machine's load touches them alike."""
     if iterations < 1 or warmup < 0:
         raise BenchError(f"iterations must be at least 1 and warmup at least 0 (got {iterations}, {warmup})")
     unknown = sorted(set(loops) - set(LOOPS))
@@ -411,37 +489,50 @@ async def run_benchmark(client: Client | None = None, *, iterations: int = 50, w
         raise BenchError(f"unknown loop(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(LOOPS)}")
     if set(tool_counts) - set(TURNS):
         raise BenchError(f"tool counts must be among {sorted(TURNS)}")
+    if server_config and client is not None:
+        raise BenchError("server settings apply to the server the benchmark starts: give no client with them")
     models = models or models_to_measure()
     say = progress or (lambda text: None)
-    temporal = None
-    if client is None and set(loops) - {PLAIN}:
-        from durable_agent.server import start_temporal
+    from durable_agent.server import start_temporal
 
-        temporal = await start_temporal(ui=False)
-        client = temporal.client
+    servers = []
     series: list[Series] = []
     try:
+        pids: dict[str, int | None] = {"own": None, "default": None}  # the servers' processes, to read their CPU
+        if client is None and set(loops) - {PLAIN, "default-server"}:
+            servers.append(await start_temporal(ui=False, dynamic_config=server_config))
+            client, pids["own"] = servers[-1].client, servers[-1].server and servers[-1].server.pid
+        default_client = None
+        if "default-server" in loops:
+            servers.append(await start_temporal(ui=False, dynamic_config=DEFAULT_SERVER_CONFIG))
+            default_client, pids["default"] = servers[-1].client, servers[-1].server and servers[-1].server.pid
         for config in models:
-            model = config.model
-            if PLAIN in loops:
+            model = config.label
+            async with contextlib.AsyncExitStack() as stack:
+                running = {}
+                for loop in (name for name in LOOPS if name in loops and name != PLAIN):
+                    task_queue = f"bench-{uuid.uuid4().hex[:8]}"
+                    loop_client = client_for(default_client if loop == "default-server" else client, loop)
+                    worker = create_worker(loop_client, task_queue=task_queue, activities=AgentActivities(config),
+                                           **worker_options(loop))
+                    await stack.enter_async_context(worker)
+                    running[loop] = (loop_client, task_queue)
                 for n in tool_counts:
-                    say(f"plain loop, {model}, {n} tool(s)")
-                    series.append(await measure_plain(config, n, iterations, warmup))
-            for loop in (name for name in LOOPS if name in loops and name != PLAIN):
-                task_queue = f"bench-{uuid.uuid4().hex[:8]}"
-                loop_client = client_for(client, loop)
-                worker = create_worker(loop_client, task_queue=task_queue, activities=AgentActivities(config),
-                                       **worker_options(loop))
-                async with worker:
-                    for n in tool_counts:
+                    if PLAIN in loops:
+                        say(f"plain loop, {model}, {n} tool(s)")
+                        series.append(await measure_plain(config, n, iterations, warmup))
+                    for loop, (loop_client, task_queue) in running.items():
                         say(f"{loop} loop, {model}, {n} tool(s)")
+                        pid = pids["default" if loop == "default-server" else "own"]
                         series.append(await measure_durable(loop_client, task_queue, loop, model, n, iterations,
-                                                            warmup))
+                                                            warmup, pid))
     finally:
-        if temporal is not None:
-            await temporal.shutdown()
-    return BenchReport(iterations, warmup, list(loops), [c.model for c in models], series, overheads(series),
-                       environment())
+        for server in servers:
+            await server.shutdown()
+    order = {loop: i for i, loop in enumerate(LOOPS)}
+    series.sort(key=lambda s: ([c.label for c in models].index(s.model), order[s.loop], s.tools))
+    return BenchReport(iterations, warmup, list(loops), [c.label for c in models], series, overheads(series),
+                       environment(), dict(server_config or {}))
 
 
 def plot(report: BenchReport, model: str | None = None) -> Any:

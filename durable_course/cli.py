@@ -10,17 +10,48 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from durable_agent import cli as agent_cli
 
 
+async def cmd_recovery(args: argparse.Namespace) -> int:
+    from .recovery import run_recovery
+
+    try:
+        report = await run_recovery(starts=args.starts, crashes=args.crashes, standby=not args.no_standby,
+                                    local=not args.no_standby,
+                                    progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
+    except ValueError as err:
+        print(f"durable-agent bench: {err}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.table(), flush=True)
+    return 0
+
+
 async def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BenchError, run_benchmark
+    from .bench import BenchError, models_to_measure, run_benchmark
+
+    if args.recovery:
+        return await cmd_recovery(args)
 
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
     try:
+        if args.model_latency < 0:
+            raise BenchError(f"--model-latency must be 0 or more milliseconds, not {args.model_latency:g}")
+        server_config = {}
+        for item in args.server_config:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise BenchError(f"--server-config takes KEY=VALUE (VALUE as JSON, e.g. 1000 or '\"10ms\"'), not {item!r}")
+            try:
+                server_config[key.strip()] = json.loads(value)
+            except ValueError:
+                server_config[key.strip()] = value  # a bare word: a string
         report = await run_benchmark(iterations=args.iterations, warmup=args.warmup, loops=loops,
+                                     models=models_to_measure(latency_ms=args.model_latency),
+                                     server_config=server_config or None,
                                      progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
     except BenchError as err:
         print(f"durable-agent bench: {err}", file=sys.stderr)
@@ -77,8 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--warmup", type=int, default=5, help="turns sent first and not measured (default 5)")
     bench.add_argument("--loops", default="plain,durable,local-model",
                        help="comma-separated, among plain, durable, local-model, unsandboxed, pydantic, no-eager, "
-                            "no-cache")
+                            "no-cache, default-server")
+    bench.add_argument("--model-latency", type=float, default=200.0, metavar="MS",
+                       help="also measure the offline model answering in MS milliseconds, as a real model takes its "
+                            "time (default 200; 0: only the instant offline model)")
+    bench.add_argument("--server-config", action="append", default=[], metavar="KEY=VALUE",
+                       help="a dynamic-config setting for the benchmark's embedded server, added to the course's "
+                            "(repeatable; VALUE as JSON)")
     bench.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    bench.add_argument("--recovery", action="store_true",
+                       help="measure recovery instead: worker process start-up, and SIGKILL mid-turn -> reply")
+    bench.add_argument("--starts", type=int, default=5, help="--recovery: worker starts measured (default 5)")
+    bench.add_argument("--crashes", type=int, default=2,
+                       help="--recovery: kills per activity type, each with and without a standby (default 2)")
+    bench.add_argument("--no-standby", action="store_true",
+                       help="--recovery: skip the runs with a standby worker (and with the model as a local activity)")
 
     load = sub.add_parser("load", help="many chats at once against one worker process: turns answered, lost, "
                                        "run twice, latency (optionally SIGKILLing the worker)")

@@ -373,8 +373,8 @@ class CrashReport:
     runs: list[ActivityRun]
     completed_before_kill: list[str]  # activity ids whose attempt finished on the killed worker
     rerun_completed: list[str]  # ...and that ran again anyway: must stay empty
-    restart_to_ready: float  # new worker process launched -> polling (Python + LiteLLM imports)
-    ready_to_reply: float  # -> the pending Update returned (Temporal's recovery timers)
+    restart_to_ready: float  # SIGKILL -> a new worker process polls (LiteLLM is imported after that)
+    ready_to_reply: float  # -> the pending Update returned (Temporal's recovery timers, LiteLLM's import)
     kill_to_retry: float  # SIGKILL -> the interrupted activity ran again
 
     @property
@@ -393,9 +393,9 @@ class CrashReport:
              f"({interrupted.last_failure!r}), then retried it." if interrupted else
              "No activity was interrupted."),
             # The only line that changes from run to run (nbval's sanitize file blanks it).
-            f"Measured on this machine: restart -> worker ready {_seconds(self.restart_to_ready)}, ready -> reply "
-            f"{_seconds(self.ready_to_reply)}; the interrupted activity ran again {_seconds(self.kill_to_retry)} "
-            "after the kill.",
+            f"Measured on this machine: from the kill, new worker polling {_seconds(self.restart_to_ready)}, "
+            f"interrupted activity running again {_seconds(self.kill_to_retry)}, reply "
+            f"{_seconds(self.restart_to_ready + self.ready_to_reply)}.",
             "This turn's activities (executions counted by the log, outcome recorded in the event history):",
             *(r.line(notes.get(r.activity_id, "")) for r in self.runs),
             f"Completed activities executed twice: {', '.join(self.rerun_completed) or 'none'}",
@@ -482,38 +482,48 @@ class FaultLab:
 
     async def start_worker_process(self, tools_module: str | None = None) -> WorkerProcess:
         """A worker process that sees the fault switches (and imports `tools_module`, if given)."""
+        await self._stop_workers()  # the lab's task queue has one worker at a time
+        self.worker = await self.launch_worker_process(tools_module)
+        return self.worker
+
+    async def launch_worker_process(self, tools_module: str | None = None) -> WorkerProcess:
+        """One more worker process on the lab's task queue (a standby: see `crash_mid_turn`); the lab's own
+        worker, if any, keeps running."""
         from durable_agent.worker import TOOL_MODULES_ENV, start_worker_process
 
-        await self._stop_workers()  # the lab's task queue has one worker at a time
         # No .pyc files: a fix saved within the same second as the bug is never masked by a stale cache.
         env = {ENV_VAR: str(self.faults.path), "PYTHONDONTWRITEBYTECODE": "1", TOOL_MODULES_ENV: tools_module or ""}
         if self.tools_path:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (self.tools_path, os.environ.get("PYTHONPATH")) if p)
-        self.worker = await start_worker_process(self.temporal.address, task_queue=self.task_queue, env=env,
-                                                 plugins=[PLUGIN])
-        return self.worker
+        return await start_worker_process(self.temporal.address, task_queue=self.task_queue, env=env, plugins=[PLUGIN])
 
     async def stop_worker_process(self) -> None:
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
 
-    async def new_chat(self) -> ChatSession:
+    async def new_chat(self, model_call: str = "activity") -> ChatSession:
         from durable_agent.session import start_chat
+        from durable_agent.workflow import ChatInput
 
-        return await start_chat(self.temporal.client, task_queue=self.task_queue)
+        return await start_chat(self.temporal.client, task_queue=self.task_queue, input=ChatInput(model_call=model_call))
 
-    async def crash_mid_turn(self, during: str = "plan_next_action", question: str = "What is 25 + 17?") -> CrashReport:
+    async def crash_mid_turn(self, during: str = "plan_next_action", question: str = "What is 25 + 17?",
+                             standby: WorkerProcess | None = None, model_call: str = "activity") -> CrashReport:
         """SIGKILL the worker process while `during` runs, restart it, and wait for the same Update's reply.
 
         `plan_next_action`: the kill lands in the second model call, after a tool call has completed;
-        `execute_tool`: in the tool call, after the first model call has completed."""
+        `execute_tool`: in the tool call, after the first model call has completed. With `standby`, a second
+        worker process already polling the lab's task queue: whichever of the two runs the hanging call is
+        killed, the other takes over, and no new process is started (`restart_to_ready` is then 0). With
+        `model_call="local_activity"` the model calls are local activities (see `workflow.PLAN_LOCAL_ACTIVITY`)."""
         if during not in ("plan_next_action", "execute_tool"):
             raise ValueError(f"during must be 'plan_next_action' or 'execute_tool', not {during!r}")
         self.faults.clear()
         self.faults.hang(during, skip=1 if during == "plan_next_action" else 0)
         victim = self.worker if self.worker is not None and self.worker.alive else await self.start_worker_process()
-        chat = await self.new_chat()
+        workers = {w.pid: w for w in (victim, standby) if w is not None}
+        chat = await self.new_chat(model_call)
         pending = asyncio.create_task(chat.send(question))
         try:  # wait until the activity is running (and hanging) on the worker
             await self.faults.wait_for(lambda ex: any(e.fault == HANG and e.workflow_id == chat.workflow_id for e in ex))
@@ -521,15 +531,20 @@ class FaultLab:
             pending.cancel()
             raise
         hung = next(e for e in self.faults.executions(chat.workflow_id) if e.fault == HANG)
-        if hung.pid != victim.pid:
+        if hung.pid not in workers:
             pending.cancel()
             raise RuntimeError(f"{during} hangs in process {hung.pid}, not in the lab's worker {victim.pid}: "
                                f"is another worker polling the task queue {self.task_queue!r}?")
+        victim = workers.pop(hung.pid)
         victim.kill()  # SIGKILL, by process id
         killed_at = time.time()
         self.worker = None
-        await self.start_worker_process()
-        ready = time.time()
+        if workers:  # the standby takes over: it becomes the lab's worker, polling all along
+            self.worker = next(iter(workers.values()))
+            ready = killed_at
+        else:
+            await self.start_worker_process()
+            ready = time.time()
         reply = await pending
         replied = time.time()
         executions = self.faults.executions(chat.workflow_id)

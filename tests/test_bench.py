@@ -109,12 +109,18 @@ async def test_an_unknown_model_call_fails_the_chat_with_a_clear_error(temporal,
 
 def test_the_command_prints_json_or_a_clear_error():
     command = [sys.executable, "-m", "durable_course", "bench", "--iterations", "1", "--warmup", "0",
-               "--loops", "plain,durable", "--json"]
+               "--loops", "plain,durable", "--model-latency", "5", "--json"]
     offline = {**os.environ, "LLM_MODEL": ""}  # "" means the offline model, whatever .env says
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=offline)
     assert done.returncode == 0, done.stderr
     report = BenchReport.from_json(done.stdout)
-    assert [(s.loop, s.stats.n) for s in report.series] == [(loop, 1) for loop in ("plain", "durable") for _ in TURNS]
+    models = [OFFLINE_MODEL, OFFLINE_MODEL + "+5ms"]  # the instant offline model, and the one that takes its time
+    assert report.models == models
+    assert [(s.model, s.loop, s.stats.n) for s in report.series] == [
+        (model, loop, 1) for model in models for loop in ("plain", "durable") for _ in TURNS]
+    data = json.loads(done.stdout)  # what a machine reads: the designs in one line, the reference table
+    assert [(d["model"], d["loop"]) for d in data["designs"]] == [(model, "durable") for model in models]
+    assert [(r["model"], r["tools"]) for r in data["reference"]] == [(model, n) for model in models for n in TURNS]
     assert "measuring: durable loop" in done.stderr
     bad = subprocess.run(command[:5] + ["0"], capture_output=True, text=True, timeout=60, env=offline)
     assert bad.returncode == 2 and bad.stdout == "" and "iterations must be at least 1" in bad.stderr
@@ -163,3 +169,70 @@ async def test_every_variant_runs_a_turn_with_the_same_steps(temporal):
     assert [(s.loop, s.tool_calls, s.activities, s.local_activities) for s in report.series] == [
         (loop, 1, 3, 0) for loop in variants]
     assert report.overheads == []  # no plain loop measured: nothing to compare with
+
+
+# --- what #14 added: a model with latency, the designs in one line, the reference table, Temporal's default ---
+
+def test_designs_and_the_reference_table_come_from_the_series(report):
+    model = llm.LLMConfig().model
+    designs = {d["loop"]: d for d in report.designs()}
+    assert set(designs) == {"durable", "local-model"}
+    for loop, design in designs.items():
+        chosen = [o for o in report.overheads if o.loop == loop]
+        assert design["ratio_to_plain"] == pytest.approx(sorted(o.ratio_to_plain for o in chosen)[1])  # the median of 3
+        assert design["per_step_ms"] == pytest.approx(sorted(o.per_step_ms for o in chosen)[1])
+        assert set(design["by_tools"]) == {str(n) for n in TURNS}
+    rows = report.reference()
+    assert [(r["model"], r["tools"]) for r in rows] == [(model, n) for n in TURNS]
+    for r in rows:
+        durable, plain = report.get("durable", model, r["tools"]), report.get("plain", model, r["tools"])
+        assert (r["turns"], r["mean"], r["std"], r["min"], r["max"]) == (
+            3, durable.stats.mean, durable.stats.std, durable.stats.min, durable.stats.max)
+        assert r["plain_mean"] == plain.stats.mean
+    data = json.loads(report.to_json())
+    assert data["designs"] == json.loads(json.dumps(report.designs()))
+    assert data["reference"] == json.loads(json.dumps(report.reference()))
+    table = report.table()
+    assert "reference implementation's table" in table and "Each design in one line" in table
+
+
+async def test_a_model_with_latency_is_measured_under_its_own_name(temporal):
+    slow = llm.LLMConfig(latency_ms=40)
+    assert slow.label == "offline/durable-agent+40ms" and llm.LLMConfig().label == OFFLINE_MODEL
+    assert [c.label for c in models_to_measure(Settings(), latency_ms=200)] == [OFFLINE_MODEL, OFFLINE_MODEL + "+200ms"]
+    report = await run_benchmark(temporal.client, iterations=2, warmup=0, loops=("plain", "durable"), models=[slow],
+                                 tool_counts=(1,))
+    assert report.models == ["offline/durable-agent+40ms"]
+    assert [(s.loop, s.model) for s in report.series] == [("plain", slow.label), ("durable", slow.label)]
+    plain = report.get("plain", slow.label, 1)
+    assert plain.model_ms.min >= 2 * 40  # two model calls per turn, each made to wait its latency
+    assert report.get("durable", slow.label, 1).activities == 3
+
+
+async def test_the_default_server_loop_runs_on_a_server_left_at_temporals_default():
+    from durable_agent.server import TRANSFER_READS_PER_SECOND, dev_server_flags
+    from durable_course.bench import DEFAULT_SERVER_CONFIG
+
+    assert f"history.transferProcessorMaxPollRPS={TRANSFER_READS_PER_SECOND}" in dev_server_flags()
+    flags = dev_server_flags(DEFAULT_SERVER_CONFIG)
+    assert "history.transferProcessorMaxPollRPS=20" in flags and len(flags) == len(dev_server_flags())
+    report = await run_benchmark(iterations=1, warmup=0, loops=("plain", "durable", "default-server"),
+                                 models=[llm.LLMConfig()], tool_counts=(0,))
+    assert [s.loop for s in report.series] == ["plain", "durable", "default-server"]
+    for s in report.series[1:]:
+        # The bench started both servers, so it read their CPU time; the turn ran as the course's agent.
+        assert s.server_cpu_ms is not None and s.server_cpu_ms > 0 and s.activities == 1
+    assert [o.loop for o in report.overheads] == ["durable", "default-server"]
+
+
+async def test_server_settings_need_the_benchmarks_own_server(temporal):
+    with pytest.raises(BenchError, match="server settings apply to the server the benchmark starts"):
+        await run_benchmark(temporal.client, loops=("durable",), server_config={"history.transferProcessorMaxPollRPS": 5})
+
+
+def test_the_command_refuses_bad_server_settings_and_latencies():
+    base = [sys.executable, "-m", "durable_course", "bench", "--iterations", "1", "--loops", "plain"]
+    for extra, message in ((["--server-config", "novalue"], "--server-config takes KEY=VALUE"),
+                           (["--model-latency", "-5"], "--model-latency must be 0 or more")):
+        done = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stdout == "" and message in done.stderr, done.stderr

@@ -1,0 +1,164 @@
+"""How fast the agent comes back: a worker process's start, and a SIGKILL mid-turn, measured end to end.
+
+`durable-agent bench --recovery` prints these figures (`--json` for machines); notebook 05 shows one crash.
+
+- **ready**: a worker process launched (`python -m durable_agent worker`) until it polls its task queue. The
+  worker does not import LiteLLM before it polls: it starts importing it in a background thread once it is
+  polling (`llm.preload`), and the worker says in its log whether LiteLLM was loaded when it became ready.
+- **crash**: the fault lab's experiment (`FaultLab.crash_mid_turn`): a turn's activity hangs on a worker
+  process, the process is SIGKILLed, a new one is started at once, and the Update sent before the crash is
+  waited on. Measured from the kill: the new worker polling, the interrupted activity running again (the
+  server noticed the dead attempt by its heartbeat timeout, then applied the retry policy's first back-off),
+  and the pending message's reply.
+- **standby**: the same crash with a second worker process already running on the task queue (how a
+  production deployment runs): nobody waits for a process to start, nor for LiteLLM to import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from durable_agent.server import Temporal, start_temporal
+from durable_agent.worker import READY_LINE, start_worker_process
+
+from .faults import FaultLab, Faults
+
+
+@dataclass
+class Crash:
+    """One SIGKILL mid-turn: seconds from the kill."""
+
+    during: str  # the activity the kill interrupted
+    standby: bool  # another worker process was already polling
+    to_ready: float  # a new worker process polls (0 with a standby)
+    to_retry: float  # the interrupted activity runs again
+    to_reply: float  # the pending message's reply arrives
+    reply: str
+    rerun_completed: int  # completed activities executed again: must be 0
+    model_call: str = "activity"  # or "local_activity" (ChatInput.model_call)
+    model_runs: int = 0  # model calls executed for the turn, counting the interrupted one and its re-runs
+
+
+@dataclass
+class RecoveryReport:
+    ready_s: list[float]  # worker process launched -> polling, one per start
+    litellm_loaded_when_ready: list[bool]  # as the worker reported it: False = imported after it polled
+    litellm_after_ready_s: list[float]  # ready -> LiteLLM imported in the background (a model call waits for it)
+    crashes: list[Crash] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RecoveryReport":
+        data = json.loads(text)
+        return cls(**dict(data, crashes=[Crash(**c) for c in data["crashes"]]))
+
+    def table(self) -> str:
+        ready = self.ready_s
+        loaded = sum(self.litellm_loaded_when_ready)
+        lines = [
+            f"Worker process ready (launched -> polling), {len(ready)} starts: p50 {statistics.median(ready):.2f} s, "
+            f"min {min(ready):.2f} s, max {max(ready):.2f} s; LiteLLM already imported when ready: {loaded} of "
+            f"{len(ready)} (it is imported in a background thread once the worker polls, in "
+            f"{statistics.median(self.litellm_after_ready_s):.2f} s p50; a model call waits for it)",
+            "",
+            "SIGKILL mid-turn, seconds from the kill (the pending message is never re-sent):",
+            "",
+            f"{'killed during':<18} {'model call':<15} {'standby':>7} {'-> ready':>9} {'-> retry':>9} {'-> reply':>9} "
+            f"{'model runs':>10} {'rerun':>6}",
+            "-" * 91,
+        ]
+        if not self.crashes:
+            lines.append("(no crash measured)")
+        for c in self.crashes:
+            lines.append(f"{c.during:<18} {c.model_call:<15} {'yes' if c.standby else 'no':>7} {c.to_ready:>9.2f} "
+                         f"{c.to_retry:>9.2f} {c.to_reply:>9.2f} {c.model_runs:>10} {c.rerun_completed:>6}")
+        lines.append("")
+        for model_call in ("activity", "local_activity"):
+            for standby in (False, True):
+                chosen = [c.to_reply for c in self.crashes if (c.standby, c.model_call) == (standby, model_call)]
+                if chosen:
+                    lines.append(f"kill -> reply p50, model call as {'a local activity' if model_call != 'activity' else 'an activity'}, "
+                                 f"{'with a standby worker' if standby else 'restarting the worker'}: "
+                                 f"{statistics.median(chosen):.2f} s over {len(chosen)} crashes")
+        return "\n".join(lines)
+
+
+READY_LITELLM = "LiteLLM loaded"  # in the worker's ready line when LiteLLM was imported before it polled
+ACTIVITIES = ("plan_next_action", "execute_tool")
+
+
+async def measure_ready(temporal: Temporal, starts: int,
+                        task_queue: str = "recovery-ready") -> tuple[list[float], list[bool], list[float]]:
+    """Launch a worker process `starts` times: seconds until each polls, whether it had LiteLLM by then, and
+    seconds from then until LiteLLM was imported in the background."""
+    seconds, loaded, litellm = [], [], []
+    for _ in range(starts):
+        worker = await start_worker_process(temporal.address, task_queue=task_queue)
+        seconds.append(worker.ready_after)
+        ready_line = next(line for line in worker.log().splitlines() if READY_LINE in line)
+        loaded.append(READY_LITELLM in ready_line)
+        litellm.append(await worker.wait_litellm())
+        await worker.stop()
+    return seconds, loaded, litellm
+
+
+async def measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str = "activity") -> Crash:
+    spare = None
+    if standby:  # a second worker process on the lab's task queue, polling before the turn starts
+        if lab.worker is None or not lab.worker.alive:
+            await lab.start_worker_process()
+        spare = await lab.launch_worker_process()
+        await spare.wait_litellm()  # a standby has been up for a while: it has LiteLLM
+    try:
+        report = await lab.crash_mid_turn(during, standby=spare, model_call=model_call)
+    finally:
+        if spare is not None and spare is not lab.worker:
+            await spare.stop()
+    model_runs = lab.faults.count("plan_next_action", workflow_id=report.workflow_id)
+    return Crash(during, standby, report.restart_to_ready, report.kill_to_retry,
+                 report.restart_to_ready + report.ready_to_reply, report.reply, len(report.rerun_completed),
+                 model_call, model_runs)
+
+
+async def run_recovery(temporal: Temporal | None = None, *, starts: int = 5, crashes: int = 2,
+                       standby: bool = True, during: tuple[str, ...] = ACTIVITIES, local: bool = True,
+                       progress: Callable[[str], None] | None = None) -> RecoveryReport:
+    """Measure worker start-up `starts` times and `crashes` kills per activity type in `during`, restarting
+    the worker, and (with `standby`) as many with a standby worker; with `local`, as many kills during the
+    model call made as a local activity (with a standby: what the local-activity option gives up)."""
+    if starts < 1 or crashes < 0:
+        raise ValueError(f"starts must be at least 1 and crashes at least 0 (got {starts}, {crashes})")
+    if not during or set(during) - set(ACTIVITIES):
+        raise ValueError(f"during must name activities among {', '.join(ACTIVITIES)}, not {during!r}")
+    from .bench import environment
+
+    say = progress or (lambda text: None)
+    own = temporal is None
+    temporal = temporal or await start_temporal(ui=False)
+    faults = Faults.create(activate=False)
+    lab = FaultLab(temporal, faults, task_queue=f"recovery-{time.monotonic_ns() % 10**8}")
+    try:
+        say(f"worker start-up, {starts} times")
+        report = RecoveryReport(*await measure_ready(temporal, starts), environment=environment())
+        for spare in (False, True) if standby else (False,):
+            for activity in during:
+                for _ in range(crashes):
+                    say(f"SIGKILL during {activity}{' with a standby worker' if spare else ''}")
+                    report.crashes.append(await measure_crash(lab, activity, spare))
+        for _ in range(crashes if local else 0):
+            say("SIGKILL during plan_next_action as a local activity, with a standby worker")
+            report.crashes.append(await measure_crash(lab, "plan_next_action", True, "local_activity"))
+        return report
+    finally:
+        await lab.close()
+        faults.remove()
+        if own:
+            await temporal.shutdown()

@@ -1,0 +1,76 @@
+"""Recovery figures (`durable-agent bench --recovery`) hang together, and a worker polls before LiteLLM loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from durable_course.recovery import Crash, RecoveryReport, run_recovery
+
+
+async def test_a_worker_polls_before_litellm_and_recovers_from_a_kill(temporal):
+    report = await run_recovery(temporal, starts=1, crashes=1, during=("execute_tool",), local=False)
+    assert len(report.ready_s) == 1 and report.ready_s[0] > 0
+    # The worker said, when it began to poll, that LiteLLM was not loaded yet: it is imported afterwards.
+    assert report.litellm_loaded_when_ready == [False] and report.litellm_after_ready_s[0] > 0
+    assert [(c.during, c.standby) for c in report.crashes] == [("execute_tool", False), ("execute_tool", True)]
+    for crash in report.crashes:
+        assert crash.reply == "25 + 17 = 42." and crash.rerun_completed == 0
+        assert crash.model_call == "activity" and crash.model_runs == 2  # the tool was killed: the model ran twice
+        assert 0 <= crash.to_ready <= crash.to_reply and 0 < crash.to_retry <= crash.to_reply
+    assert report.crashes[1].to_ready == 0  # the standby took over: no process was started
+    assert RecoveryReport.from_json(report.to_json()) == report
+    table = report.table()
+    for words in ("Worker process ready", "as an activity, restarting the worker", "with a standby worker"):
+        assert words in table
+
+
+async def test_bad_recovery_options_are_refused():
+    with pytest.raises(ValueError, match="starts must be at least 1"):
+        await run_recovery(starts=0)
+    with pytest.raises(ValueError, match="during must name activities"):
+        await run_recovery(during=("telepathy",))
+
+
+def test_the_table_reads_a_report():
+    report = RecoveryReport([0.5, 0.7], [False, False], [3.0, 4.0],
+                            [Crash("plan_next_action", False, 0.6, 3.1, 6.0, "ok", 0, "activity", 3),
+                             Crash("plan_next_action", True, 0.0, 10.2, 11.0, "ok", 0, "local_activity", 3)])
+    table = report.table()
+    assert "p50 0.60 s" in table
+    assert "model call as an activity, restarting the worker: 6.00 s over 1 crashes" in table
+    assert "model call as a local activity, with a standby worker: 11.00 s over 1 crashes" in table
+    assert json.loads(report.to_json())["crashes"][0]["to_reply"] == 6.0
+
+
+def test_the_first_model_call_does_not_stall_the_event_loop_while_litellm_imports():
+    # A fresh interpreter, LiteLLM not imported: the first model call imports it in a thread, and the event
+    # loop goes on ticking meanwhile (a synchronous import would freeze it for the whole import).
+    script = textwrap.dedent("""
+        import asyncio, sys
+        from durable_agent import llm
+
+        async def main():
+            ticks = 0
+            async def tick():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+            ticker = asyncio.create_task(tick())
+            before = "litellm" in sys.modules
+            reply = await llm.complete([{"role": "user", "content": "hello"}], [], llm.LLMConfig())
+            ticker.cancel()
+            print(before, ticks, reply["content"][:6])
+
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, ticks, reply = done.stdout.split()
+    assert before == "False" and reply == "Hello!"
+    assert int(ticks) >= 20, f"the event loop ticked only {ticks} times while LiteLLM was imported"
