@@ -40,7 +40,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner
 
@@ -50,6 +49,8 @@ from durable_agent.config import Settings, redact_secrets, settings
 from durable_agent.session import ChatError, start_chat
 from durable_agent.worker import create_worker
 from durable_agent.workflow import DEFAULT_MAX_STEPS, ChatInput
+
+from .events import read as read_events
 
 # The turns measured: a message for the offline model, and how many tool calls it needs.
 TURNS: dict[int, str] = {
@@ -360,50 +361,43 @@ async def measure_durable(client: Client, task_queue: str, loop: str, model: str
             steps.append(reply.steps)
     history = await chat.handle.fetch_history()
     await chat.end()
-    activities, local_activities, phases = _read_history(history.events, warmup, iterations)
+    activities, local_activities, phases = _read_history(history, warmup, iterations)
     return Series(loop, model, tools_needed, samples, Stats.of(samples), statistics.fmean(used),
                   statistics.fmean(steps), activities, local_activities, cpu * 1000 / iterations,
                   phases_ms=phases, server_cpu_ms=server_cpu * 1000 / iterations if server_pid else None)
 
 
-def _read_history(events: list[Any], warmup: int, iterations: int) -> tuple[float, float, dict[str, float]]:
+def _read_history(history: Any, warmup: int, iterations: int) -> tuple[float, float, dict[str, float]]:
     """Activities and local activities per measured turn, and the ms per turn spent in each phase.
 
-    A measured turn's events come after the warm-up turns' `UPDATE_COMPLETED` events. Each workflow task
+    A measured turn's events come after the warm-up turns' `UpdateCompleted` events. Each workflow task
     and activity has a scheduled, a started and a completed event: the gaps are the time it waited for a
     worker and the time it ran. Local activities run inside a workflow task and leave a marker.
     """
-    completed = [i for i, e in enumerate(events)
-                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED]
+    events = read_events(history)
+    completed = [i for i, e in enumerate(events) if e.kind == "WorkflowExecutionUpdateCompleted"]
     if len(completed) != warmup + iterations:
         raise BenchError(f"the history holds {len(completed)} completed updates, expected {warmup + iterations}")
     if warmup:
         start = completed[warmup - 1] + 1
     else:  # skip the chat's own first workflow task, unless the first message came with it
-        kinds = [e.event_type for e in events]
-        first_task = kinds.index(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
-        accepted = kinds.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)
+        kinds = [e.kind for e in events]
+        first_task = kinds.index("WorkflowTaskCompleted")
+        accepted = kinds.index("WorkflowExecutionUpdateAccepted")
         start = first_task + 1 if first_task < accepted - 1 else 0
     window = events[start:completed[-1] + 1]
-    at = {e.event_id: e.event_time.ToMicroseconds() / 1000 for e in events}
+    at = {e.id: e.ms for e in events}
     phases = dict.fromkeys(PHASES, 0.0)
-    count = markers = 0
+    since_event = {"WorkflowTaskStarted": ("workflow task wait", "scheduled_id"),
+                   "WorkflowTaskCompleted": ("workflow task run", "started_id"),
+                   "ActivityTaskStarted": ("activity wait", "scheduled_id"),
+                   "ActivityTaskCompleted": ("activity run", "started_id")}
     for e in window:
-        kind = e.event_type
-        if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-            phase, since = "workflow task wait", e.workflow_task_started_event_attributes.scheduled_event_id
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            phase, since = "workflow task run", e.workflow_task_completed_event_attributes.started_event_id
-        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            phase, since = "activity wait", e.activity_task_started_event_attributes.scheduled_event_id
-        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            phase, since = "activity run", e.activity_task_completed_event_attributes.started_event_id
-        else:
-            phase = None
-        if phase:
-            phases[phase] += at[e.event_id] - at[since]
-        count += kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        markers += kind == EventType.EVENT_TYPE_MARKER_RECORDED
+        if e.kind in since_event:
+            phase, field_name = since_event[e.kind]
+            phases[phase] += at[e.id] - at[getattr(e, field_name)]
+    count = sum(e.kind == "ActivityTaskScheduled" for e in window)
+    markers = sum(e.kind == "MarkerRecorded" for e in window)
     return count / iterations, markers / iterations, {p: v / iterations for p, v in phases.items()}
 
 

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from . import events
 from .faults import PLUGIN, Faults
 from durable_agent.server import start_temporal
 from durable_agent.session import ChatError, ChatSession, start_chat
@@ -172,10 +173,9 @@ async def _count(report: LoadReport, sessions: list[ChatSession], faults: Faults
     for session in sessions:
         asked = Counter(m.content for m in await session.history() if m.role == "user")
         report.duplicated += sum(n - 1 for n in asked.values() if n > 1)
-        async for event in session.handle.fetch_history_events():
-            if event.HasField("workflow_task_failed_event_attributes"):
-                failure = event.workflow_task_failed_event_attributes.failure
-                causes[" ".join(failure.message.split())[:200]] += 1
+        for event in events.read(await events.fetch(session.handle)):
+            if event.kind == "WorkflowTaskFailed":
+                causes[" ".join(event.details.failure.message.split())[:200]] += 1
     report.errors += [f"workflow task failed {n}x: {cause}" for cause, n in causes.most_common(3)]
     starts = Counter((e.workflow_id, e.run_id, e.activity_id) for e in faults.executions()
                      if e.activity == "plan_next_action" and e.event == "start")

@@ -7,6 +7,7 @@ to be loaded."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,12 @@ def test_importing_the_agent_loads_no_course_module_and_no_litellm():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_one_module_reads_event_histories_and_replays_them():
+    """durable_course/events.py is the course's one reader of event histories and its one replay helper: no
+    other module of either layer decodes raw events or runs Temporal's Replayer."""
+    raw = re.compile(r"_event_attributes|EventType\.|Replayer\(|WhichOneof\(")
+    readers = sorted(f"{path.parent.name}/{path.name}" for package in PACKAGES
+                     for path in (ROOT / package).glob("*.py") if raw.search(path.read_text()))
+    assert readers == ["durable_course/events.py"]
