@@ -32,8 +32,8 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
      "the activity agent__course_agent__model_request (registered by the plugin, named after the agent)"),
     ("a tool call",
      "the activity execute_tool, one type for every tool",
-     "an activity only if you wrap it: activity_as_tool(calculator) is the activity calculator, one type "
-     "per tool; a plain @function_tool runs inside the workflow",
+     "an activity only if you wrap it: activity_as_tool(calculator) is the activity calculator, and weather "
+     "the activity weather, one type per tool; a plain @function_tool runs inside the workflow",
      "always an activity: agent__course_agent__toolset__<agent>__call_tool, one type per toolset (the tool's "
      "name is in its input); metadata {'temporal': False} keeps an async tool in the workflow"),
     ("retry policy, timeouts",

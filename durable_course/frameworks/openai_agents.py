@@ -17,6 +17,7 @@ answers exactly as the course's agent does; set `LLM_MODEL` for a real one. Noth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import os
 from datetime import timedelta
@@ -110,8 +111,10 @@ class CourseModel(Model):
 
     async def get_response(self, system_instructions: Any, input: Any, model_settings: ModelSettings,
                            *args: Any, **kwargs: Any) -> Any:
-        # drop_params: LiteLLM leaves out the settings a provider does not take (the offline model takes none).
-        settings_ = model_settings.resolve(ModelSettings(extra_args={"drop_params": True}))
+        # No reasoning or verbosity settings (the SDK's defaults ask for some; the offline model has none), and
+        # drop_params: LiteLLM leaves out whatever else a provider does not take.
+        settings_ = dataclasses.replace(model_settings, reasoning=None, verbosity=None,
+                                        extra_args={**(model_settings.extra_args or {}), "drop_params": True})
         return await (await self._litellm_model()).get_response(system_instructions, input, settings_, *args, **kwargs)
 
     def stream_response(self, *args: Any, **kwargs: Any) -> Any:
