@@ -79,6 +79,7 @@ class FrameworkLab:
         lab = cls(temporal, Faults.create(activate=False, activity_types=ACTIVITY_TYPES))
         try:
             await asyncio.gather(*(lab.start_worker(name) for name in frameworks))
+            lab.workers = {name: lab.workers[name] for name in frameworks}  # in the order asked, not of readiness
         except BaseException:
             await lab.stop()
             raise
@@ -110,12 +111,12 @@ class FrameworkLab:
     async def crash_mid_turn(self, name: str, during: str = "tool", question: str = "What is 25 + 17?",
                              timeout: float = 60.0) -> FrameworkCrash:
         """SIGKILL the framework's worker process while an activity runs, start a new one, and wait for the
-        same workflow's answer. `during`: "tool" (after the first model call completed) or "model" (the
+        same workflow's answer (several frameworks may crash at once: `asyncio.gather`). `during`: "tool" (after the first model call completed) or "model" (the
         second model call, after the tool completed)."""
         if during not in ("tool", "model"):
             raise ValueError(f"during must be 'tool' or 'model', not {during!r}")
         activity_type = (TOOL_ACTIVITY if during == "tool" else MODEL_ACTIVITY)[name]
-        self.faults.clear()
+        # One hang, for this framework's activity type only: the two frameworks can crash at the same time.
         self.faults.hang(activity_type, skip=1 if during == "model" else 0)
         victim = self.workers.get(name)
         if victim is None or not victim.alive:
