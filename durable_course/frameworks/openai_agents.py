@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import logging
 import os
 from datetime import timedelta
 from typing import Any
@@ -119,6 +120,14 @@ class CourseModel(Model):
 
     def stream_response(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("this course's framework agents do not stream")
+
+
+def _not_about_usage(record: logging.LogRecord) -> bool:
+    return "No usage information" not in record.getMessage()
+
+
+# The offline model counts no tokens; the SDK would warn about it on every call.
+logging.getLogger("openai.agents").addFilter(_not_about_usage)
 
 
 class CourseModelProvider(ModelProvider):
