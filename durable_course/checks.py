@@ -802,6 +802,7 @@ async def check_framework_tool(lab: Any, module: ModuleType, city: str = "Lisbon
         if not turn:
             workflow_class = getattr(module, "WeatherAgentWorkflow")
             client = await frameworks.connect("openai-agents", lab.temporal.address)
+            await asyncio.to_thread(frameworks.framework("openai-agents").prepare)  # imports, before any heartbeat
             queue = _queue()
             worker = Worker(client, task_queue=queue, workflows=[workflow_class],
                             activities=list(getattr(module, "ACTIVITIES", [])), build_id="ex9-check")

@@ -27,6 +27,10 @@ from .worker import FRAMEWORKS, start_worker_process
 # What each framework names its activities (the course agent's are plan_next_action and execute_tool).
 MODEL_ACTIVITY = {"openai-agents": "invoke_model_activity", "pydantic-ai": "agent__course_agent__model_request"}
 TOOL_ACTIVITY = {"openai-agents": "calculator", "pydantic-ai": "agent__course_agent__toolset__<agent>__call_tool"}
+# A framework's worker is ready once its imports are done (the framework, LiteLLM): seconds on a quiet machine,
+# a minute when several notebooks share two cores.
+READY_TIMEOUT = 120.0
+
 # Started by name from this process, which need not import the frameworks (seconds each) to do it.
 WORKFLOW_TYPES = {"openai-agents": "OpenAIAgentsWorkflow", "pydantic-ai": "PydanticAIAgentWorkflow"}
 ACTIVITY_TYPES = (*MODEL_ACTIVITY.values(), *TOOL_ACTIVITY.values(), "weather")
@@ -87,7 +91,8 @@ class FrameworkLab:
 
     async def start_worker(self, name: str) -> WorkerProcess:
         self.workers[name] = await start_worker_process(name, self.temporal.address, task_queue=name,
-                                                        plugins=[PLUGIN], env={"DURABLE_AGENT_FAULTS": str(self.faults.path)})
+                                                        plugins=[PLUGIN], env={"DURABLE_AGENT_FAULTS": str(self.faults.path)},
+                                                        ready_timeout=READY_TIMEOUT)
         return self.workers[name]
 
     def _workflow_id(self, name: str) -> str:

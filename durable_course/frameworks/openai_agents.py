@@ -94,6 +94,13 @@ class OpenAIAgentsWorkflow:
 
 # --- the model: the course's offline model through LiteLLM, on the worker ---------------------------------
 
+def prepare() -> None:
+    """Import what the first model call needs (LiteLLM, the SDK's LiteLLM model) before the worker polls: an
+    import holds the interpreter for seconds, long enough to starve an activity's heartbeats."""
+    llm.litellm_module()
+    importlib.import_module("agents.extensions.models.litellm_model")
+
+
 class CourseModel(Model):
     """The SDK's `LitellmModel` for `LLM_MODEL` (default: the course's offline model), created in the model
     activity once LiteLLM is imported (in a thread, so the worker's event loop never waits on the import)."""

@@ -104,6 +104,12 @@ async def course_model(messages: list[ModelMessage], info: AgentInfo) -> ModelRe
     return ModelResponse(parts=parts, model_name=config.llm_model)
 
 
+def prepare() -> None:
+    """Import LiteLLM before the worker polls: an import holds the interpreter for seconds, long enough to
+    starve an activity's heartbeats."""
+    llm.litellm_module()
+
+
 # --- the agent: its tools are the course's functions -------------------------------------------------------
 
 agent = Agent(

@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.worker import Plugin, Worker
 
 from durable_agent import llm
+from durable_agent.config import settings
 from durable_agent.worker import READY_LINE, STICKY_TIMEOUT, WorkerProcess, build_id, load_plugin
 
 FRAMEWORKS = {
@@ -36,7 +37,7 @@ FRAMEWORKS = {
 
 
 def framework(name: str) -> ModuleType:
-    """The module of a framework's agent: it has `plugin()`, `WORKFLOW` and `ACTIVITIES`."""
+    """The module of a framework's agent: it has `plugin()`, `prepare()`, `WORKFLOW` and `ACTIVITIES`."""
     if name not in FRAMEWORKS:
         raise ValueError(f"unknown framework {name!r}; choose one of {', '.join(FRAMEWORKS)}")
     return importlib.import_module(FRAMEWORKS[name])
@@ -60,6 +61,9 @@ async def serve(name: str, address: str, task_queue: str, namespace: str = "defa
                 plugins: Sequence[str] = ()) -> None:
     """Run a framework's worker until SIGINT or SIGTERM."""
     client = await connect(name, address, namespace)
+    await asyncio.to_thread(framework(name).prepare)  # ready means ready to answer, not to start importing
+    if settings().offline:  # LiteLLM loads more of itself on its first call: make that call now, for free
+        await llm.complete([{"role": "user", "content": "hello"}], [], llm.LLMConfig())
     worker = create_worker(client, name, task_queue, [load_plugin(p) for p in plugins])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
