@@ -98,26 +98,30 @@ async def test_a_tool_that_refuses_its_input_answers_with_the_reason(temporal):
     assert answer == course_answer("What is 1 / 0?") == "I could not calculate 1 / 0: division by zero."
 
 
-@pytest.mark.parametrize("name", ["openai-agents", "pydantic-ai"])
-async def test_a_sigkilled_worker_loses_nothing_and_reruns_only_the_interrupted_activity(temporal, name):
-    lab = await FrameworkLab.start(temporal, (name,))
+async def test_a_sigkilled_worker_loses_nothing_and_reruns_only_the_interrupted_activity(temporal):
+    """One process runs both frameworks' workers; one SIGKILL lands inside an activity of each."""
+    lab = await FrameworkLab.start(temporal)
     try:
-        for during, interrupted in (("tool", TOOL_ACTIVITY[name]), ("model", MODEL_ACTIVITY[name])):
-            crash = await lab.crash_mid_turn(name, during)
-            assert crash.answer == "25 + 17 = 42."
-            assert crash.killed_pid != crash.new_pid and lab.workers[name].pid == crash.new_pid
+        for during, interrupted in (("tool", TOOL_ACTIVITY), ("model", MODEL_ACTIVITY)):
+            victim = lab.worker.pid
+            crashes = await lab.crash_mid_turn(during)
+            assert [c.framework for c in crashes] == ["openai-agents", "pydantic-ai"]
             with pytest.raises(ProcessLookupError):
-                os.kill(crash.killed_pid, 0)  # really dead (and reaped)
-            assert [(r.activity, r.outcome) for r in crash.runs] == [
-                (MODEL_ACTIVITY[name], "completed"), (TOOL_ACTIVITY[name], "completed"),
-                (MODEL_ACTIVITY[name], "completed")]
-            assert crash.interrupted is not None and crash.interrupted.activity == interrupted
-            assert crash.interrupted.starts >= 2 and crash.interrupted.attempt >= 2
-            assert crash.rerun_completed == []
-            before = 1 if during == "tool" else 2  # activities completed before the kill ran exactly once
-            assert len(crash.completed_before_kill) == before
-            assert all(r.starts == 1 for r in crash.runs if r.activity_id in crash.completed_before_kill)
-            assert "Completed activities executed twice: none" in str(crash)
+                os.kill(victim, 0)  # really dead (and reaped)
+            for crash in crashes:
+                name = crash.framework
+                assert crash.answer == "25 + 17 = 42."
+                assert crash.killed_pid == victim and crash.new_pid == lab.worker.pid != victim
+                assert [(r.activity, r.outcome) for r in crash.runs] == [
+                    (MODEL_ACTIVITY[name], "completed"), (TOOL_ACTIVITY[name], "completed"),
+                    (MODEL_ACTIVITY[name], "completed")]
+                assert crash.interrupted is not None and crash.interrupted.activity == interrupted[name]
+                assert crash.interrupted.starts >= 2 and crash.interrupted.attempt >= 2
+                assert crash.rerun_completed == []
+                before = 1 if during == "tool" else 2  # activities completed before the kill ran exactly once
+                assert len(crash.completed_before_kill) == before
+                assert all(r.starts == 1 for r in crash.runs if r.activity_id in crash.completed_before_kill)
+                assert "Completed activities executed twice: none" in str(crash)
     finally:
         await lab.stop()
     assert not lab.faults.path.exists()
@@ -125,13 +129,15 @@ async def test_a_sigkilled_worker_loses_nothing_and_reruns_only_the_interrupted_
 
 async def test_bad_input_gets_a_clear_error(temporal):
     with pytest.raises(ValueError, match="unknown framework 'langchain'; choose one of openai-agents, pydantic-ai"):
-        await fw.start_worker_process("langchain", temporal.address, task_queue="x")
-    lab = FrameworkLab(temporal, faults=None, workers={})  # type: ignore[arg-type]
+        await fw.start_worker_process(["pydantic-ai", "langchain"], temporal.address)
+    with pytest.raises(ValueError, match="unknown framework 'pydantic-ai'"):  # a list of names, not one string
+        await fw.start_worker_process("pydantic-ai", temporal.address)
+    lab = FrameworkLab(temporal, faults=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="during must be 'tool' or 'model'"):
-        await lab.crash_mid_turn("pydantic-ai", during="sleep")
+        await lab.crash_mid_turn(during="sleep")
     with pytest.raises(ValueError, match="unknown framework"):
         await lab.start_turn("langchain", "hi")
     cli = subprocess.run([sys.executable, "-m", "durable_course.frameworks", "worker", "langchain", "--address",
-                          "x", "--task-queue", "q"], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          "x"], capture_output=True, text=True, cwd=ROOT, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert cli.returncode == 2 and "invalid choice: 'langchain'" in cli.stderr

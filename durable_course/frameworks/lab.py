@@ -1,21 +1,23 @@
 """Notebook 10's lab: the framework agents in worker processes, a turn each, and a SIGKILL mid-turn.
 
     from durable_course.frameworks.lab import FrameworkLab
-    fw = await FrameworkLab.start(lab.temporal)          # one worker process per framework, with the fault lab
+    fw = await FrameworkLab.start(lab.temporal)          # a worker process: a worker per framework, the fault lab
     await fw.ask("openai-agents", "What is 25 + 17?")    # a turn: one workflow run
-    print(await fw.crash_mid_turn("pydantic-ai"))        # SIGKILL while the tool runs, restart, same answer
+    for crash in await fw.crash_mid_turn():              # SIGKILL while each one's tool runs, restart, same answers
+        print(crash)
     await fw.stop()
 
-Each framework's workflow runs on its own task queue (named after the framework) in its own worker process,
-started with the course's fault lab plugin (`durable_course.faults`): the plugin logs every activity
-execution, whatever framework scheduled it, and holds a chosen activity so the kill lands inside it.
+Each framework's workflow runs on its own task queue (named after the framework); one worker process runs a
+worker for each (LiteLLM and the rest imported once), with the course's fault lab plugin
+(`durable_course.faults`): the plugin logs every activity execution, whatever framework scheduled it, and
+holds a chosen activity so the kill lands inside it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from durable_agent.server import Temporal
@@ -74,26 +76,26 @@ class FrameworkCrash:
 class FrameworkLab:
     temporal: Temporal
     faults: Faults
-    workers: dict[str, WorkerProcess] = field(default_factory=dict)
+    frameworks: tuple[str, ...] = tuple(FRAMEWORKS)
+    worker: WorkerProcess | None = None  # one process, a worker per framework in it
     turns: int = 0
 
     @classmethod
     async def start(cls, temporal: Temporal, frameworks: tuple[str, ...] = tuple(FRAMEWORKS)) -> "FrameworkLab":
-        """Start a worker process for each framework (in parallel: each takes seconds to import)."""
-        lab = cls(temporal, Faults.create(activate=False, activity_types=ACTIVITY_TYPES))
+        """Start the worker process: a worker for each framework, each on a task queue named after it."""
+        lab = cls(temporal, Faults.create(activate=False, activity_types=ACTIVITY_TYPES), tuple(frameworks))
         try:
-            await asyncio.gather(*(lab.start_worker(name) for name in frameworks))
-            lab.workers = {name: lab.workers[name] for name in frameworks}  # in the order asked, not of readiness
+            await lab.start_worker()
         except BaseException:
             await lab.stop()
             raise
         return lab
 
-    async def start_worker(self, name: str) -> WorkerProcess:
-        self.workers[name] = await start_worker_process(name, self.temporal.address, task_queue=name,
-                                                        plugins=[PLUGIN], env={"DURABLE_AGENT_FAULTS": str(self.faults.path)},
-                                                        ready_timeout=READY_TIMEOUT)
-        return self.workers[name]
+    async def start_worker(self) -> WorkerProcess:
+        self.worker = await start_worker_process(self.frameworks, self.temporal.address, plugins=[PLUGIN],
+                                                 env={"DURABLE_AGENT_FAULTS": str(self.faults.path)},
+                                                 ready_timeout=READY_TIMEOUT)
+        return self.worker
 
     def _workflow_id(self, name: str) -> str:
         self.turns += 1
@@ -113,38 +115,43 @@ class FrameworkLab:
         print(f"You:   {question}\n{name}: {answer}")
         return handle
 
-    async def crash_mid_turn(self, name: str, during: str = "tool", question: str = "What is 25 + 17?",
-                             timeout: float = 60.0) -> FrameworkCrash:
-        """SIGKILL the framework's worker process while an activity runs, start a new one, and wait for the
-        same workflow's answer (several frameworks may crash at once: `asyncio.gather`). `during`: "tool" (after the first model call completed) or "model" (the
-        second model call, after the tool completed)."""
+    async def crash_mid_turn(self, during: str = "tool", question: str = "What is 25 + 17?",
+                             timeout: float = 120.0) -> list[FrameworkCrash]:
+        """A turn for every framework; SIGKILL the worker process while each one's activity runs (one kill
+        for all), start a new process, and wait for the same workflows' answers. `during`: "tool" (after the
+        first model call completed) or "model" (the second model call, after the tool completed)."""
         if during not in ("tool", "model"):
             raise ValueError(f"during must be 'tool' or 'model', not {during!r}")
-        activity_type = (TOOL_ACTIVITY if during == "tool" else MODEL_ACTIVITY)[name]
-        # One hang, for this framework's activity type only: the two frameworks can crash at the same time.
-        self.faults.hang(activity_type, skip=1 if during == "model" else 0)
-        victim = self.workers.get(name)
-        if victim is None or not victim.alive:
-            victim = await self.start_worker(name)
-        handle = await self.start_turn(name, question)
-        await self.faults.wait_for(lambda ex: any(e.fault == HANG and e.workflow_id == handle.id for e in ex), timeout)
-        hung = next(e for e in self.faults.executions(handle.id) if e.fault == HANG)
-        if hung.pid != victim.pid:
-            raise RuntimeError(f"{activity_type} hangs in process {hung.pid}, not in the lab's worker {victim.pid}")
-        victim.kill()  # SIGKILL, by process id
+        types = {name: (TOOL_ACTIVITY if during == "tool" else MODEL_ACTIVITY)[name] for name in self.frameworks}
+        self.faults.clear()
+        for activity_type in types.values():
+            self.faults.hang(activity_type, skip=1 if during == "model" else 0)
+        victim = self.worker if self.worker is not None and self.worker.alive else await self.start_worker()
+        handles = {name: await self.start_turn(name, question) for name in self.frameworks}
+        ids = {handle.id for handle in handles.values()}
+        await self.faults.wait_for(lambda ex: {e.workflow_id for e in ex if e.fault == HANG} >= ids, timeout)
+        hung = {e.pid for e in self.faults.executions() if e.fault == HANG and e.workflow_id in ids}
+        if hung != {victim.pid}:
+            raise RuntimeError(f"the activities hang in processes {sorted(hung)}, not in the lab's worker {victim.pid}")
+        victim.kill()  # SIGKILL, by process id: every framework's worker in it dies mid-activity
         killed_at = time.monotonic()
-        new = await self.start_worker(name)
-        answer = await asyncio.wait_for(handle.result(), timeout)
-        kill_to_answer = time.monotonic() - killed_at
-        executions = self.faults.executions(handle.id)
-        runs = activity_runs(await handle.fetch_history(), executions)
-        done_before = sorted({e.activity_id for e in executions if e.event == "done" and e.pid == victim.pid}, key=int)
-        return FrameworkCrash(name, handle.id, activity_type, answer, victim.pid, new.pid, runs, done_before,
-                              [r.activity_id for r in runs if r.activity_id in done_before and r.starts > 1],
-                              kill_to_answer)
+        new = await self.start_worker()
+        crashes = []
+        for name, handle in handles.items():
+            answer = await asyncio.wait_for(handle.result(), timeout)
+            executions = self.faults.executions(handle.id)
+            runs = activity_runs(await handle.fetch_history(), executions)
+            done_before = sorted({e.activity_id for e in executions if e.event == "done" and e.pid == victim.pid},
+                                 key=int)
+            crashes.append(FrameworkCrash(name, handle.id, types[name], answer, victim.pid, new.pid, runs,
+                                          done_before,
+                                          [r.activity_id for r in runs if r.activity_id in done_before and r.starts > 1],
+                                          time.monotonic() - killed_at))
+        return crashes
 
     async def stop(self) -> None:
-        """Stop every worker process and delete the fault directory. Idempotent."""
-        workers, self.workers = list(self.workers.values()), {}
-        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        """Stop the worker process and delete the fault directory. Idempotent."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            await worker.stop()
         self.faults.remove()

@@ -1,10 +1,11 @@
 """A worker for a framework's agent, in this process or in its own (so a lesson can SIGKILL it).
 
-    python -m durable_course.frameworks worker openai-agents --address 127.0.0.1:7233 --task-queue q
-    python -m durable_course.frameworks worker pydantic-ai --address ... --plugin durable_course.faults:fault_lab_plugin
+    python -m durable_course.frameworks worker openai-agents --address 127.0.0.1:7233     # task queue openai-agents
+    python -m durable_course.frameworks worker openai-agents pydantic-ai --address ... --plugin durable_course.faults:fault_lab_plugin
 
 A framework's Temporal plugin goes on the worker's *client*: each brings its own data converter (OpenAI's and
-Pydantic AI's are different, so one worker serves one framework). Other plugins (the course's fault lab) go
+Pydantic AI's are different, so one worker serves one framework; one process can run a worker for each, and
+imports LiteLLM once). Other plugins (the course's fault lab) go
 on the worker, as for the course's own agent. The process prints `durable_agent.worker.READY_LINE` once it
 polls, so `WorkerProcess.wait_ready()` works for it as for the course's worker process.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import os
 import signal
@@ -57,33 +59,39 @@ def create_worker(client: Client, name: str, task_queue: str, plugins: Sequence[
                   plugins=list(plugins), **options)
 
 
-async def serve(name: str, address: str, task_queue: str, namespace: str = "default",
+async def serve(names: Sequence[str], address: str, namespace: str = "default", queue_prefix: str = "",
                 plugins: Sequence[str] = ()) -> None:
-    """Run a framework's worker until SIGINT or SIGTERM."""
-    client = await connect(name, address, namespace)
-    await asyncio.to_thread(framework(name).prepare)  # ready means ready to answer, not to start importing
+    """Run a worker for each framework named (one process, one import of LiteLLM), until SIGINT or SIGTERM.
+    Each polls the task queue `queue_prefix + name`."""
+    workers = []
+    for name in names:
+        client = await connect(name, address, namespace)
+        await asyncio.to_thread(framework(name).prepare)  # ready means ready to answer, not to start importing
+        workers.append(create_worker(client, name, queue_prefix + name, [load_plugin(p) for p in plugins]))
     if settings().offline:  # LiteLLM loads more of itself on its first call: make that call now, for free
         await llm.complete([{"role": "user", "content": "hello"}], [], llm.LLMConfig())
-    worker = create_worker(client, name, task_queue, [load_plugin(p) for p in plugins])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        print(f"{READY_LINE} ({name}, pid {os.getpid()}, task queue {task_queue})", flush=True)
+    async with contextlib.AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
+        print(f"{READY_LINE} ({', '.join(names)}, pid {os.getpid()})", flush=True)
         await stop.wait()
-    print(f"{name} worker stopped", flush=True)
+    print("framework workers stopped", flush=True)
 
 
-async def start_worker_process(name: str, address: str, task_queue: str, *, namespace: str = "default",
-                               plugins: Sequence[str] = (), env: dict[str, str] | None = None,
-                               ready_timeout: float = 60.0) -> WorkerProcess:
-    """Start `python -m durable_course.frameworks worker NAME ...` and wait until it polls the task queue."""
-    if name not in FRAMEWORKS:
-        raise ValueError(f"unknown framework {name!r}; choose one of {', '.join(FRAMEWORKS)}")
-    log = Path(tempfile.mkstemp(prefix=f"{name}-worker-", suffix=".log")[1])
-    command = [sys.executable, "-m", "durable_course.frameworks", "worker", name, "--address", address,
-               "--namespace", namespace, "--task-queue", task_queue]
+async def start_worker_process(names: Sequence[str], address: str, *, namespace: str = "default",
+                               queue_prefix: str = "", plugins: Sequence[str] = (),
+                               env: dict[str, str] | None = None, ready_timeout: float = 60.0) -> WorkerProcess:
+    """Start `python -m durable_course.frameworks worker NAME... ` and wait until it polls its task queues."""
+    unknown = [name for name in names if name not in FRAMEWORKS]
+    if isinstance(names, str) or unknown or not names:
+        raise ValueError(f"unknown framework {(unknown or [names])[0]!r}; choose one of {', '.join(FRAMEWORKS)}")
+    log = Path(tempfile.mkstemp(prefix="framework-worker-", suffix=".log")[1])
+    command = [sys.executable, "-m", "durable_course.frameworks", "worker", *names, "--address", address,
+               "--namespace", namespace, "--queue-prefix", queue_prefix]
     for plugin in plugins:
         command += ["--plugin", plugin]
     with log.open("wb") as out:
@@ -101,15 +109,15 @@ async def start_worker_process(name: str, address: str, task_queue: str, *, name
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m durable_course.frameworks")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("worker", help="run a worker for a framework's agent")
-    run.add_argument("framework", choices=sorted(FRAMEWORKS))
+    run = commands.add_parser("worker", help="run a worker for each framework's agent, in this process")
+    run.add_argument("framework", nargs="+", choices=sorted(FRAMEWORKS))
     run.add_argument("--address", required=True)
     run.add_argument("--namespace", default="default")
-    run.add_argument("--task-queue", required=True)
+    run.add_argument("--queue-prefix", default="", help="each framework polls the task queue PREFIX + its name")
     run.add_argument("--plugin", action="append", default=[], help="a worker plugin, module:name (repeatable)")
     args = parser.parse_args(argv)
     from durable_agent.logs import quiet_logs
 
     quiet_logs()
-    asyncio.run(serve(args.framework, args.address, args.task_queue, args.namespace, args.plugin))
+    asyncio.run(serve(args.framework, args.address, args.namespace, args.queue_prefix, args.plugin))
     os._exit(0)  # a clean stop is done; avoid the SDK's crash at interpreter exit (NOTES: sdk-python#300)
