@@ -86,9 +86,11 @@ async def start_worker_process(names: Sequence[str], address: str, *, namespace:
                                queue_prefix: str = "", plugins: Sequence[str] = (),
                                env: dict[str, str] | None = None, ready_timeout: float = 60.0) -> WorkerProcess:
     """Start `python -m durable_course.frameworks worker NAME... ` and wait until it polls its task queues."""
+    if isinstance(names, str) or not names:
+        raise ValueError(f"give a list of framework names, e.g. ['pydantic-ai'], not {names!r}")
     unknown = [name for name in names if name not in FRAMEWORKS]
-    if isinstance(names, str) or unknown or not names:
-        raise ValueError(f"unknown framework {(unknown or [names])[0]!r}; choose one of {', '.join(FRAMEWORKS)}")
+    if unknown:
+        raise ValueError(f"unknown framework {unknown[0]!r}; choose one of {', '.join(FRAMEWORKS)}")
     log = Path(tempfile.mkstemp(prefix="framework-worker-", suffix=".log")[1])
     command = [sys.executable, "-m", "durable_course.frameworks", "worker", *names, "--address", address,
                "--namespace", namespace, "--queue-prefix", queue_prefix]
