@@ -141,3 +141,64 @@ async def test_bad_input_gets_a_clear_error(temporal):
                           "x"], capture_output=True, text=True, cwd=ROOT, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert cli.returncode == 2 and "invalid choice: 'langchain'" in cli.stderr
+
+
+EX9_AGENT = '''
+from datetime import timedelta
+from temporalio import activity, workflow
+with workflow.unsafe.imports_passed_through():
+    from agents import Agent, Runner, function_tool
+    from temporalio.contrib.openai_agents.workflow import activity_as_tool
+    from durable_course.frameworks import tools
+
+{tool}
+
+@workflow.defn(name="{name}")
+class WeatherAgentWorkflow:
+    @workflow.run
+    async def run(self, question: str) -> str:
+        agent = Agent(name="Weather agent", instructions=tools.INSTRUCTIONS, tools=[WEATHER_TOOL])
+        return str((await Runner.run(agent, question)).final_output)
+'''
+ASYNC_FUNCTION_TOOL = '''
+@function_tool
+async def weather(city: str) -> str:
+    """Get the current weather for a city (simulated offline data)."""
+    return tools.weather(city)
+
+WEATHER_TOOL = weather
+ACTIVITIES = []
+'''
+SLOW_TO_NOTICE = '''
+@activity.defn(name="weather")
+async def weather(city: str) -> str:
+    """Get the current weather for a city (simulated offline data)."""
+    return tools.weather(city)
+
+WEATHER_TOOL = activity_as_tool(weather, start_to_close_timeout=timedelta(seconds=60))
+ACTIVITIES = [weather]
+'''
+
+
+async def test_exercise_9_catches_a_tool_that_only_looks_right(temporal, tmp_path, monkeypatch, capsys):
+    """An async @function_tool answers correctly but is no activity; an activity with only a 60 s timeout
+    notices a dead worker after a minute. The check says NOT YET to each, for that reason, from the history."""
+    from types import SimpleNamespace
+
+    from durable_course import checks
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lab = SimpleNamespace(temporal=temporal, client=temporal.client)
+    for module_name, tool, expected in [
+        ("ex9_async_tool", ASYNC_FUNCTION_TOOL, ["NOT YET", "NOT YET", "PASS"]),
+        ("ex9_slow_to_notice", SLOW_TO_NOTICE, ["PASS", "NOT YET", "PASS"]),
+    ]:
+        (tmp_path / f"{module_name}.py").write_text(EX9_AGENT.format(tool=tool, name=module_name))
+        module = __import__(module_name)
+        before = len(checks.RESULTS)
+        await checks.check_framework_tool(lab, module)
+        results = checks.RESULTS[before:]
+        assert [r.status for r in results] == expected, [r.report() for r in results]
+    out = capsys.readouterr().out
+    assert "the history has no activity for the weather tool (activities: invoke_model_activity" in out
+    assert "start_to_close_timeout = 60 s: a worker killed mid-call is noticed only after 60 s" in out
