@@ -734,3 +734,80 @@ async def _new_run(handle: WorkflowHandle, first_run: str | None, seconds: float
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+# --- exercise 9: a framework's tool as an activity ---------------------------------------------------------
+
+FRAMEWORK_MODEL_ACTIVITY = "invoke_model_activity"
+
+
+async def check_framework_tool(lab: Any, module: ModuleType, city: str = "Lisbon") -> None:
+    """Exercise 9: the OpenAI Agents SDK agent's weather tool runs as an activity, with a timeout that notices a
+    dead worker within 5 s, and the agent answers with the tool's report. Read from the event history of one
+    turn, run on a worker of the check's own (with Temporal's OpenAIAgentsPlugin and the course's model)."""
+    from durable_course.frameworks import tools as framework_tools
+    from durable_course.frameworks import worker as frameworks
+
+    question = f"What's the weather in {city}?"
+    expected = framework_tools.weather(city)
+    turn: dict[str, Any] = {}
+
+    async def run_turn() -> dict[str, Any]:
+        if not turn:
+            workflow_class = getattr(module, "WeatherAgentWorkflow")
+            client = await frameworks.connect("openai-agents", lab.temporal.address)
+            await asyncio.to_thread(frameworks.framework("openai-agents").prepare)  # imports, before any heartbeat
+            queue = _queue()
+            worker = Worker(client, task_queue=queue, workflows=[workflow_class],
+                            activities=list(getattr(module, "ACTIVITIES", [])), build_id="ex9-check")
+            async with worker:
+                handle = await lab.client.start_workflow(workflow_class.run, question, id=queue, task_queue=queue)
+                turn["answer"] = await _result(handle, 45.0)
+                turn["events"] = await _events(handle)
+                turn["activities"] = _recorded_activities(turn["events"])
+        return turn
+
+    def tool_activities() -> list[RecordedActivity]:
+        return [a for a in turn["activities"] if a.type != FRAMEWORK_MODEL_ACTIVITY]
+
+    async def runs_as_an_activity() -> None:
+        await run_turn()
+        found = tool_activities()
+        if not found:
+            kinds = ", ".join(a.type for a in turn["activities"]) or "none"
+            raise NotYet(f"the history has no activity for the weather tool (activities: {kinds}): the tool ran "
+                         "inside the workflow, where nothing records, times or retries it")
+        values = [lab.client.data_converter.payload_converter.from_payloads(a.input) for a in found]
+        if not any(city in str(value) for value in values):
+            raise NotYet(f"no tool activity was asked about {city!r}: {values!r}")
+
+    async def notices_a_dead_worker() -> None:
+        await run_turn()
+        found = tool_activities()
+        if not found:
+            raise NotYet("there is no activity for the weather tool yet, so nothing notices a dead worker")
+        scheduled = next(e.activity_task_scheduled_event_attributes for e in turn["events"]
+                         if e.event_id == found[0].event_id)  # the options as the server enforces them
+        limits = {name: getattr(scheduled, name).ToTimedelta().total_seconds()
+                  for name in ("heartbeat_timeout", "start_to_close_timeout") if scheduled.HasField(name)}
+        limits = {name: seconds for name, seconds in limits.items() if seconds > 0}
+        if not limits or min(limits.values()) > 5:
+            said = ", ".join(f"{name} = {seconds:g} s" for name, seconds in limits.items())
+            raise NotYet(f"{said or 'no heartbeat or start-to-close timeout'}: a worker killed mid-call is noticed "
+                         f"only after {f'{min(limits.values()):g} s' if limits else 'the schedule-to-close timeout'}")
+
+    async def answers_with_the_report() -> None:
+        await run_turn()
+        if expected not in str(turn["answer"]):
+            raise NotYet(f"the agent answered {str(turn['answer'])!r}; expected it to report {expected!r}")
+
+    await criterion("ex9", "the weather tool runs as an activity, recorded in the history",
+                    "wrap an @activity.defn function with activity_as_tool(...), and list it in ACTIVITIES",
+                    runs_as_an_activity)
+    await criterion("ex9", "a worker that dies mid-call is noticed within 5 s",
+                    "give activity_as_tool a heartbeat_timeout (or a start_to_close_timeout) of at most 5 s",
+                    notices_a_dead_worker)
+    await criterion("ex9", f"the agent answers with the weather report for {city}",
+                    "a sync @function_tool runs in a thread, which a workflow may not start: the SDK hands the "
+                    "model an error instead; an activity runs on the worker, where threads are fine",
+                    answers_with_the_report)

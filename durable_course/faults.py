@@ -94,13 +94,20 @@ class Execution:
 class Faults:
     """The fault switches and the execution log: one directory, shared by every process that sees it."""
 
+    # The activity types hang() and hold() accept: the course agent's. Another agent's lab (notebook 10's
+    # framework agents) gives its own: `Faults.create(activity_types=(...))`.
+    activity_types: tuple[str, ...] = ACTIVITY_TYPES
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str] | None = None, activate: bool = True) -> "Faults":
+    def create(cls, path: str | os.PathLike[str] | None = None, activate: bool = True,
+               activity_types: tuple[str, ...] | None = None) -> "Faults":
         faults = cls(path or tempfile.mkdtemp(prefix="durable-agent-faults-"))
+        if activity_types:
+            faults.activity_types = tuple(activity_types)
         faults.reset()
         if activate:
             os.environ[ENV_VAR] = str(faults.path)
@@ -110,15 +117,15 @@ class Faults:
 
     def hang(self, activity_type: str, *, skip: int = 0, times: int = 1) -> None:
         """The next call of `activity_type` (after `skip` calls) blocks, heartbeating, until killed."""
-        if activity_type not in ACTIVITY_TYPES:
-            raise ValueError(f"unknown activity type {activity_type!r}; the agent's are {', '.join(ACTIVITY_TYPES)}")
+        if activity_type not in self.activity_types:
+            raise ValueError(f"unknown activity type {activity_type!r}; the agent's are {', '.join(self.activity_types)}")
         self._add(Fault(HANG, activity_type, _at_least(1, times=times), _at_least(0, skip=skip)))
 
     def hold(self, activity_type: str) -> None:
         """The next call of `activity_type` waits, heartbeating, until `release()`; then it runs as usual.
         Something can then happen while it is in flight (a server restart), and the call still completes."""
-        if activity_type not in ACTIVITY_TYPES:
-            raise ValueError(f"unknown activity type {activity_type!r}; the agent's are {', '.join(ACTIVITY_TYPES)}")
+        if activity_type not in self.activity_types:
+            raise ValueError(f"unknown activity type {activity_type!r}; the agent's are {', '.join(self.activity_types)}")
         (self.path / "released").unlink(missing_ok=True)
         self._add(Fault(HOLD, activity_type))
 

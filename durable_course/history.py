@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,9 @@ def _call(name: str, arguments: dict[str, Any]) -> str:
 
 def _summary(kind: str, d: Any, activity: str) -> str:
     if kind == "WorkflowExecutionStarted":
+        started = _values(d.input)
+        if started and isinstance(started[0], str):  # a one-turn workflow (notebook 10's framework agents)
+            return f"started with {started[0]!r} on task queue {d.task_queue.name!r}"
         return f"chat started on task queue {d.task_queue.name!r}"
     if kind == "WorkflowExecutionUpdateAccepted":
         args = _values(d.accepted_request.input.args)
@@ -116,12 +120,15 @@ def _summary(kind: str, d: Any, activity: str) -> str:
         transcript = (_values(d.result) or [{}])[0]
         if isinstance(transcript, dict):
             return f"transcript: {len(transcript.get('messages', []))} messages, {transcript.get('turns', 0)} turn(s)"
-        return "completed"
+        return f"result: {transcript!r}" if isinstance(transcript, str) else "completed"
     if kind == "ActivityTaskScheduled":
         payload = (_values(d.input) or [{}])[0]
         if activity == "execute_tool" and isinstance(payload, dict):
             call = payload.get("call", {})
             return _call(call.get("name", "?"), call.get("arguments", {}))
+        framework = _framework_request(payload, activity)
+        if framework:
+            return framework
         if isinstance(payload, dict) and "messages" in payload:
             count = len(payload["messages"])
             return f"{count} message{'s' if count != 1 else ''} to the model"
@@ -132,6 +139,9 @@ def _summary(kind: str, d: Any, activity: str) -> str:
         result = (_values(d.result) or [{}])[0]
         if not isinstance(result, dict):
             return str(result)
+        framework = _framework_result(result)
+        if framework:
+            return framework
         if "output" in result:  # a ToolResult
             return result["output"]
         calls = result.get("tool_calls") or []
@@ -143,6 +153,46 @@ def _summary(kind: str, d: Any, activity: str) -> str:
     if kind == "WorkflowTaskTimedOut":
         return "the worker did not finish the workflow task in time"
     return ""
+
+
+# The framework agents of notebook 10 record their own payloads: the OpenAI Agents SDK's model activity
+# (`invoke_model_activity`: Responses-API items in and out) and tools as plain activities; Pydantic AI's
+# `agent__<name>__model_request` (its messages and parts) and `...__call_tool` ({"name", "tool_args"}).
+
+def _framework_request(payload: Any, activity: str) -> str:
+    if isinstance(payload, dict) and isinstance(payload.get("input"), list):  # OpenAI Agents SDK model call
+        count = len(payload["input"])
+        return f"{count} item{'s' if count != 1 else ''} to the model"
+    if isinstance(payload, dict) and "tool_args" in payload:  # Pydantic AI tool call
+        return _call(str(payload.get("name", "?")), payload.get("tool_args") or {})
+    if isinstance(payload, str) and activity not in ("plan_next_action", "execute_tool"):  # a tool activity
+        return f"{activity}({payload!r})"
+    return ""
+
+
+def _framework_result(result: dict[str, Any]) -> str:
+    items = result.get("output") if isinstance(result.get("output"), list) else result.get("parts")
+    if isinstance(items, list):  # a model's reply: OpenAI output items, or Pydantic AI parts
+        calls = [_call(i.get("name") or i.get("tool_name", "?"), _arguments(i.get("arguments", i.get("args"))))
+                 for i in items if isinstance(i, dict) and i.get("type", i.get("part_kind")) in ("function_call", "tool-call")]
+        if calls:
+            return "tool calls: " + ", ".join(calls)
+        texts = [i.get("content") if isinstance(i.get("content"), str) else
+                 "".join(c.get("text", "") for c in i.get("content") or [] if isinstance(c, dict))
+                 for i in items if isinstance(i, dict)]
+        return f"answer: {''.join(texts)!r}"
+    if result.get("kind") == "tool_return":  # Pydantic AI tool result
+        return str(result.get("result", ""))
+    return ""
+
+
+def _arguments(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value or "{}")
+        except ValueError:
+            return {"arguments": value}
+    return value if isinstance(value, dict) else {}
 
 
 def _shorten(text: str) -> str:

@@ -43,6 +43,8 @@ UNSOLVED = {
     "ex5_human_approval": ["scheduled before anyone approved it", "ran although the reviewer said no",
                            "ran although nobody approved it"],
     "ex6_long_sessions": ["still on its first run"],
+    "ex9_framework_tool": ["no activity for the weather tool", "no activity for the weather tool yet",
+                           "An error occurred while running the tool"],
 }
 
 
