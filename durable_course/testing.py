@@ -206,6 +206,25 @@ async def replay_saved(folder: Path = HISTORIES, workflows: list[type] = WORKFLO
     return [(h.workflow_id, await replay(h, workflow_class(h, workflows))) for h in load_histories(folder)]
 
 
+def run_pytest(*args: str) -> bool:
+    """Run pytest on the repository's tests in a process of its own (as CI does) and print one stable line per
+    test, `PASSED name` or `FAILED name`, then the count. Paths are relative to the repository. Returns whether
+    every test passed."""
+    import re
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "-v", "-n", "0", "-p", "no:cacheprovider", "--color=no", *args],
+                          cwd=ROOT, capture_output=True, text=True)
+    outcomes = re.findall(r"::(\S+) (PASSED|FAILED|ERROR|SKIPPED)", done.stdout)
+    for name, outcome in outcomes:
+        print(f"{outcome:<7} {name}")
+    counts = {o: sum(1 for _, seen in outcomes if seen == o) for o in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
+    print(", ".join(f"{n} {o.lower()}" for o, n in counts.items() if n) or "no tests ran")
+    if done.returncode not in (0, 1) or not outcomes:
+        print(done.stdout[-1500:] + done.stderr[-1500:])
+    return done.returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m durable_course.testing",
                                      description="Record or replay the saved event histories (tests/histories).")
