@@ -24,6 +24,7 @@ my_code/NAME.py` after `prepare_workspace()`, and imported with `load_module("NA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import re
 import sys
@@ -780,3 +781,134 @@ async def _new_run(handle: WorkflowHandle, first_run: str | None, seconds: float
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+# --- exercise 10: testing a durable agent --------------------------------------------------------------------
+
+DAY_SECONDS = 24 * 3600  # exercise 10's approval timeout: the checker's, not the module's
+APPROVE_AFTER_HOURS = 23
+
+
+def _served_name(function: Any) -> str | None:
+    definition = getattr(function, "__temporal_activity_definition", None)
+    return getattr(definition, "name", None)
+
+
+async def check_testing(lab: Any, module: ModuleType) -> None:
+    """Exercise 10: a fake tool served under the real activity's name; a day-long approval tested on the
+    time-skipping server (read from the history's own clock); a history saved as JSON that replays. The check
+    starts its own time-skipping server; what happened is read from the event history it recorded."""
+    from durable_agent.approval import ApprovalChatInput, ApprovalChatWorkflow, ApprovalSession
+    from durable_course.testing import FakeModel, start_time_skipping
+
+    env = await start_time_skipping()
+    handles: list[WorkflowHandle] = []
+
+    async def approval_chat(queue: str, needs_approval: list[str]) -> ApprovalSession:
+        input = ApprovalChatInput(needs_approval=needs_approval, approval_timeout_seconds=DAY_SECONDS)
+        handle = await env.client.start_workflow(ApprovalChatWorkflow.run, input, id=f"check-{uuid.uuid4()}",
+                                                 task_queue=queue)
+        handles.append(handle)
+        return ApprovalSession(handle)
+
+    async def with_doubles(body: Callable[[str], Awaitable[None]]) -> None:
+        name = _served_name(getattr(module, "fake_execute_tool", None))
+        if name is None:
+            raise NotYet("fake_execute_tool is not an activity (decorate it with @activity.defn(...))")
+        queue = _queue()
+        async with Worker(env.client, task_queue=queue, workflows=[ApprovalChatWorkflow],
+                          activities=[FakeModel().activity(), module.fake_execute_tool]):
+            await body(queue)
+
+    def tool_runs(events: list[Any]) -> list[RecordedActivity]:
+        return [a for a in _recorded_activities(events) if a.type == "execute_tool"]
+
+    async def fake_served() -> None:
+        async def body(queue: str) -> None:
+            chat = await approval_chat(queue, needs_approval=[])
+            turn = asyncio.ensure_future(chat.send("What's the weather in Paris?"))
+            done, _ = await asyncio.wait({turn}, timeout=5)
+            events = await _events(chat.handle)
+            runs = tool_runs(events)
+            if not done:
+                turn.cancel()
+                name = _served_name(module.fake_execute_tool)
+                if runs and runs[0].outcome == "pending":
+                    raise NotYet(f"the workflow asked for the activity 'execute_tool', and nothing on the worker is "
+                                 f"registered under that name (your function is registered as {name!r})")
+                raise NotYet("no reply within 5 s")
+            if len(runs) != 1 or runs[0].outcome != "completed":
+                raise NotYet(f"the history shows {len(runs)} execute_tool activities, not one that completed")
+            result = _decode(env.client, runs[0].result, ToolResult)
+            if result.output not in turn.result().text:
+                raise NotYet(f"the agent's reply does not carry the fake's output {result.output!r}")
+
+        await with_doubles(body)
+
+    async def a_day_in_a_second() -> None:
+        async def body(queue: str) -> None:
+            chat = await approval_chat(queue, needs_approval=["weather"])
+            turn = asyncio.ensure_future(chat.send("What's the weather in Paris?"))
+            try:
+                await asyncio.wait_for(module.approve_after(env, chat, APPROVE_AFTER_HOURS), 20)
+                await asyncio.wait({turn}, timeout=10)
+            finally:
+                turn.cancel()
+            events = await _events(chat.handle)
+            timer = next((e for e in events if e.HasField("timer_started_event_attributes")), None)
+            decided = next((e for e in events if e.HasField("workflow_execution_update_accepted_event_attributes")
+                            and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+                            == "decide"), None)
+            if timer is None or decided is None:
+                raise NotYet("the history shows no approval decision (the decide Update) while the agent waited")
+            waited = decided.event_time.ToDatetime() - timer.event_time.ToDatetime()
+            if waited < timedelta(hours=APPROVE_AFTER_HOURS):
+                raise NotYet(f"the approval came {waited.total_seconds() / 3600:.1f} hours (server time) after the "
+                             f"request, not {APPROVE_AFTER_HOURS}: the clock was not moved on")
+            runs = [a for a in tool_runs(events) if a.event_id > decided.event_id]
+            if len(runs) != 1 or runs[0].outcome != "completed":
+                raise NotYet("after the approval the history shows no completed execute_tool activity")
+
+        await with_doubles(body)
+
+    async def saved_history() -> None:
+        if not handles:
+            raise NotYet("no chat ran to save")
+        path = Path(tempfile_folder()) / "saved.json"
+        await module.save_history(handles[-1], path)
+        if not path.is_file():
+            raise NotYet("save_history wrote no file at the path it was given")
+        from temporalio.client import WorkflowHistory
+
+        try:
+            history = WorkflowHistory.from_json(handles[-1].id, path.read_text())
+        except Exception as err:
+            raise NotYet(f"the file is not a history Temporal can read back: {describe_error(err)}") from None
+        recorded = await handles[-1].fetch_history()
+        if len(history.events) != len(recorded.events):
+            raise NotYet(f"the file holds {len(history.events)} events; the server recorded {len(recorded.events)}")
+        error = await replay(history, ApprovalChatWorkflow)
+        if error:
+            raise NotYet(f"the saved history does not replay: {error}")
+
+    try:
+        await criterion("ex10", "the fake tool is served as the agent's execute_tool activity",
+                        'register it under the activity type the workflow asks for: @activity.defn(name="execute_tool")',
+                        fake_served)
+        await criterion("ex10", f"a {DAY_SECONDS // 3600}-hour approval, approved after {APPROVE_AFTER_HOURS} hours "
+                        "of server time, runs the tool",
+                        "await chat.wait_for_request(); await env.sleep(timedelta(hours=hours)); await chat.approve()",
+                        a_day_in_a_second)
+        await criterion("ex10", "a chat's history saved as JSON replays against the workflow",
+                        "path.write_text((await handle.fetch_history()).to_json())", saved_history)
+    finally:
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                await handle.terminate()
+        await env.shutdown()
+
+
+def tempfile_folder() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="ex10-")

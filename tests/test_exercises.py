@@ -43,6 +43,8 @@ UNSOLVED = {
     "ex5_human_approval": ["scheduled before anyone approved it", "ran although the reviewer said no",
                            "ran although nobody approved it"],
     "ex6_long_sessions": ["still on its first run"],
+    "ex10_testing": ["nothing on the worker is registered under that name", "raised NotImplementedError: exercise 10",
+                     "raised NotImplementedError: exercise 10"],
 }
 
 

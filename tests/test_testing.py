@@ -154,3 +154,28 @@ def test_the_replay_command_exits_1_when_a_history_does_not_replay(tmp_path, cap
     assert main(["replay", "--folder", str(tmp_path)]) == 1
     assert "replay FAILED (NondeterminismError)" in capsys.readouterr().out
     assert main(["replay"]) == 0
+
+
+# --- exercise 10's check: it reads the server's clock and the saved file, not what the learner's code says ----
+
+
+async def test_exercise_10_check_catches_an_approval_without_moving_the_clock(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from durable_course import checks
+    from durable_course.testing import FakeTools
+
+    async def approve_at_once(env, chat, hours):
+        await chat.wait_for_request()
+        await chat.approve()
+
+    async def save_nothing_useful(handle, path):
+        path.write_text('{"events": []}')
+
+    learner = SimpleNamespace(fake_execute_tool=FakeTools({"weather": "sunny (fake)"}).activity(),
+                              approve_after=approve_at_once, save_history=save_nothing_useful)
+    await checks.check_testing(None, learner)
+    out = capsys.readouterr().out
+    assert "PASS     [ex10] the fake tool is served as the agent's execute_tool activity" in out
+    assert "hours (server time) after the request, not 23: the clock was not moved on" in out
+    assert "the file holds 0 events; the server recorded" in out
