@@ -229,9 +229,10 @@ def _describe(name: str, args: dict[str, str], result: str) -> str:
 
 
 # An extension point for fault injection (the course's fault lab sets it, notebook 05): a function called
-# before each reply of the offline model that returns an HTTP status to fail with (503, 429...) or None.
+# before each reply of the offline model that returns an HTTP status to fail with (503, 429...) or None, or
+# (status, response headers), e.g. (429, {"Retry-After": "3"}) for a provider that says when to come back.
 # The failure takes LiteLLM's own exception path, as a provider's would. Unset, the model never fails.
-OfflineOutage = Callable[[], "int | None"]
+OfflineOutage = Callable[[], "int | tuple[int, dict[str, str]] | None"]
 _offline_outage: OfflineOutage | None = None
 
 
@@ -253,11 +254,14 @@ def _offline_handler(litellm: Any) -> Any:
             return self._respond(model, messages)
 
         def _respond(self, model: str, messages: list) -> Any:
-            status = _offline_outage() if _offline_outage else None
+            outage = _offline_outage() if _offline_outage else None
+            status, headers = outage if isinstance(outage, tuple) else (outage, {})
             if status:
                 from litellm.llms.custom_llm import CustomLLMError
 
-                raise CustomLLMError(status_code=status, message=f"the offline model is down (simulated HTTP {status})")
+                error = CustomLLMError(status_code=status, message=f"the offline model is down (simulated HTTP {status})")
+                error.headers = dict(headers)  # read back by activities.retry_after_seconds
+                raise error
             message = offline_reply(messages)
             finish = "tool_calls" if message.get("tool_calls") else "stop"
             return litellm.ModelResponse(
