@@ -61,6 +61,7 @@ class ChatMessage:
 @dataclass
 class PlanInput:
     messages: list[ChatMessage]
+    stream: bool = False  # stream the reply's text to the workflow's stream as it comes (streaming.py)
 
 
 @dataclass
@@ -255,7 +256,14 @@ class AgentActivities:
         messages = [{"role": "system", "content": llm.SYSTEM_PROMPT}] + [m.to_openai() for m in input.messages]
         try:
             async with heartbeating():
-                reply = await llm.complete(messages, tools.tool_specs() + [llm.END_CHAT_SPEC], self.config)
+                specs = tools.tool_specs() + [llm.END_CHAT_SPEC]
+                if input.stream:
+                    from .streaming import ReplyPublisher
+
+                    async with ReplyPublisher() as publish:
+                        reply = await llm.complete_streaming(messages, specs, self.config, publish)
+                else:
+                    reply = await llm.complete(messages, specs, self.config)
         except Exception as err:
             reason = redact_secrets(f"{type(err).__name__}: {err}")
             names = {cls.__name__ for cls in type(err).__mro__}

@@ -105,6 +105,36 @@ async def complete(messages: list[dict[str, Any]], tools: list[dict[str, Any]], 
     return response.choices[0].message.model_dump()
 
 
+async def complete_streaming(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig,
+                             on_text: Callable[[str], None]) -> dict[str, Any]:
+    """`complete()`, streamed: the same call with `stream=True`. `on_text` gets each piece of the reply's text
+    as the model produces it; the assembled assistant message (text and tool calls) is returned, as from
+    `complete()`. The offline model streams too, word by word, through the same LiteLLM streaming API."""
+    litellm = await litellm_ready()
+    stream = await litellm.acompletion(
+        model=config.model,
+        messages=messages,
+        tools=tools or None,
+        api_base=config.api_base,
+        timeout=config.timeout_seconds,
+        stream=True,
+        num_retries=0,
+        max_retries=0,
+    )
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        text = chunk.choices[0].delta.content if chunk.choices else None
+        if text:
+            on_text(text)
+    return litellm.stream_chunk_builder(chunks, messages=messages).choices[0].message.model_dump()
+
+
+# How fast the offline model streams: a pause between words, so a reply arrives the way a real model's does
+# (tens of words a second). Only when streaming; a plain call answers at once.
+OFFLINE_SECONDS_PER_WORD = 0.03
+
+
 # --- the offline model ------------------------------------------------------------------------------------
 
 _WORDS = [
@@ -252,6 +282,23 @@ def _offline_handler(litellm: Any) -> Any:
 
         async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
             return self._respond(model, messages)
+
+        async def astreaming(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            """The same reply as `acompletion`, as a stream: the text word by word, a tool call in one piece."""
+            message = self._respond(model, messages).choices[0].message
+            if message.tool_calls:
+                for index, call in enumerate(message.tool_calls):
+                    yield {"text": "", "is_finished": False, "finish_reason": "", "usage": None, "index": 0,
+                           "tool_use": {"id": call.id, "type": "function", "index": index,
+                                        "function": {"name": call.function.name,
+                                                     "arguments": call.function.arguments}}}
+                yield {"text": "", "is_finished": True, "finish_reason": "tool_calls", "usage": None, "index": 0}
+                return
+            words = re.findall(r"\S+\s*", message.content or "")
+            for word in words:
+                await asyncio.sleep(OFFLINE_SECONDS_PER_WORD)
+                yield {"text": word, "is_finished": False, "finish_reason": "", "usage": None, "index": 0}
+            yield {"text": "", "is_finished": True, "finish_reason": "stop", "usage": None, "index": 0}
 
         def _respond(self, model: str, messages: list) -> Any:
             outage = _offline_outage() if _offline_outage else None
