@@ -18,10 +18,24 @@ from durable_agent import cli as agent_cli
 async def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import BenchError, run_benchmark
 
+    if args.streaming:
+        return await cmd_bench_streaming(args)
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
     try:
         report = await run_benchmark(iterations=args.iterations, warmup=args.warmup, loops=loops,
                                      progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
+    except BenchError as err:
+        print(f"durable-agent bench: {err}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.table(), flush=True)
+    return 0
+
+
+async def cmd_bench_streaming(args: argparse.Namespace) -> int:
+    from .bench import BenchError, run_streaming_benchmark
+
+    try:
+        report = await run_streaming_benchmark(iterations=args.iterations, warmup=args.warmup)
     except BenchError as err:
         print(f"durable-agent bench: {err}", file=sys.stderr)
         return 2
@@ -52,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="comma-separated, among plain, durable, local-model, unsandboxed, pydantic, no-eager, "
                             "no-cache")
     bench.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    bench.add_argument("--streaming", action="store_true",
+                       help="instead: what streaming a reply costs per turn, streamed or not (notebook 12)")
 
     load = sub.add_parser("load", help="many chats at once against one worker process: turns answered, lost, "
                                        "run twice, latency (optionally SIGKILLing the worker)")

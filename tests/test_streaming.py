@@ -85,3 +85,16 @@ async def test_a_worker_killed_mid_stream_the_reader_shows_the_reply_once(tempor
         first.kill()
         if second is not None:
             await second.stop()
+
+
+async def test_the_streaming_bench_reports_what_streaming_adds_to_a_turn(temporal):
+    from durable_course.bench import run_streaming_benchmark
+
+    report = await run_streaming_benchmark(temporal.client, iterations=2, warmup=1)
+    plain, streamed = report.sides
+    assert (plain.name, streamed.name) == ("not streamed", "streamed") and report.pieces_per_reply > 30
+    assert plain.publish_signals_per_turn == plain.poll_updates_per_turn == 0 and plain.first_text_ms is None
+    assert streamed.publish_signals_per_turn >= 1 and streamed.poll_updates_per_turn >= 1
+    assert streamed.events_per_turn > plain.events_per_turn and streamed.first_text_ms is not None
+    assert streamed.publish_signals_per_turn < report.pieces_per_reply  # batches, not one signal per piece
+    assert report.table().splitlines()[2].startswith("not streamed")
