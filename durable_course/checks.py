@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.service import RPCError
     from temporalio.worker import Replayer, Worker
 
-    from durable_agent.activities import Plan, ToolInput, ToolResult
+    from durable_agent.activities import Plan, PlanInput, ToolCall, ToolInput, ToolResult
     from durable_agent.session import ChatSession
     from durable_agent.tools import TOOLS, ToolInputError
     from durable_agent.workflow import AgentReply, ChatInput, DurableAgentWorkflow
@@ -912,3 +912,91 @@ def tempfile_folder() -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix="ex10-")
+
+
+# --- exercise 11: a streamed reply shown once ------------------------------------------------------------------
+
+
+@dataclass
+class _StreamScript:
+    """What the streaming model double does on each call: (text to stream, tool call or None, fail attempt 1?)."""
+
+    steps: list[tuple[str, Any, bool]]
+    calls: int = 0
+
+
+def _streaming_model(script: _StreamScript) -> Callable[..., Any]:
+    """A model double under the real activity name that streams through the agent's own ReplyPublisher: the same
+    stream, pieces and attempts a real model call produces. A step marked to fail streams half its text on
+    attempt 1 and then fails, as a worker dying mid-stream would leave it."""
+    from durable_agent.streaming import ReplyPublisher
+
+    @activity.defn(name="plan_next_action")
+    async def streaming_model(input: PlanInput) -> Plan:
+        step = sum(1 for m in input.messages if m.role == "tool")  # model calls so far in this turn
+        text, tool, fail_first = script.steps[min(step, len(script.steps) - 1)]
+        words = re.findall(r"\S+\s*", text)
+        cut = fail_first and activity.info().attempt == 1
+        async with ReplyPublisher() as publish:
+            for word in words[:len(words) // 2] if cut else words:
+                publish(word)
+        if cut:
+            raise ApplicationError("the worker died mid-stream (simulated)")
+        calls = [ToolCall(f"call_{step}", tool[0], tool[1])] if tool else []
+        return Plan(tool_calls=calls, answer=text.strip(), model="streaming-double")
+
+    return streaming_model
+
+
+async def check_streaming(lab: Any, module: ModuleType) -> None:
+    """Exercise 11: the learner's reader, fed the real pieces of a real stream (read back from the chat's workflow
+    stream, in order), must end on the reply Temporal recorded, shown once."""
+    from durable_agent.activities import AgentActivities
+    from durable_agent.streaming import stream_reply
+    from durable_course.streaming_lab import read_pieces
+    from temporalio.contrib.workflow_streams import WorkflowStreamClient
+
+    async def run(script: _StreamScript, question: str) -> tuple[str, str]:
+        queue = _queue()
+        async with Worker(lab.client, task_queue=queue, workflows=[DurableAgentWorkflow],
+                          activities=[_streaming_model(script), AgentActivities().execute_tool]):
+            handle = await lab.client.start_workflow(DurableAgentWorkflow.run, ChatInput(stream_replies=True),
+                                                     id=f"check-{uuid.uuid4()}", task_queue=queue)
+            chat = ChatSession(handle)
+            start = await WorkflowStreamClient(handle).get_offset()
+            reply = await _send(chat, question)
+            pieces = await read_pieces(handle, start)
+            await chat.end()
+        reader = module.Reader()
+        shown = ""
+        for piece in pieces:
+            shown = reader.add(piece)
+        return shown, reply.text
+
+    def once(shown: str, reply: str) -> None:
+        if shown == reply:
+            return
+        first = reply.split()[0]
+        if shown.count(first) > reply.count(first):
+            raise NotYet(f"your reader shows {first!r} {shown.count(first)} times: {_short_text(shown)}")
+        raise NotYet(f"your reader ends on {_short_text(shown)}, not on the recorded reply {_short_text(reply)}")
+
+    async def retried() -> None:
+        once(*await run(_StreamScript([("Paris is sunny today, says the streaming double.", None, True)]),
+                        "Is it sunny in Paris?"))
+
+    async def after_a_tool() -> None:
+        script = _StreamScript([("Let me look that up. ", ("weather", {"city": "Paris"}), False),
+                                ("Paris is as the weather tool says.", None, False)])
+        once(*await run(script, "What's the weather in Paris?"))
+
+    await criterion("ex11", "a model call retried mid-stream: your reader shows the reply once",
+                    "start the text afresh when a piece comes from another (activity_id, attempt) than the last one",
+                    retried)
+    await criterion("ex11", "text streamed before a tool call gives way to the answer, as the recorded reply does",
+                    "the answer comes from another model call (another activity_id): start afresh there too",
+                    after_a_tool)
+
+
+def _short_text(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
