@@ -149,6 +149,9 @@ async def record_histories(folder: Path = HISTORIES) -> list[Path]:
         queue = f"record-{uuid.uuid4().hex[:8]}"
         worker = create_worker(client, task_queue=queue, workflows=WORKFLOWS, identity=RECORDER)
         written: list[Path] = []
+        from durable_agent.llm import litellm_ready
+
+        await litellm_ready()  # imported before the first model call: a slow import would show as a retry
         async with worker:
             async def save(name: str, handle: Any) -> None:
                 history = await handle.fetch_history()
@@ -162,6 +165,16 @@ async def record_histories(folder: Path = HISTORIES) -> list[Path]:
                                       "Thanks!", "Goodbye"])
             await chat.handle.result()
             await save("chat_tools_and_goodbye", chat.handle)
+
+            streamed = ChatSession(await client.start_workflow(
+                DurableAgentWorkflow.run, ChatInput(stream_replies=True), id="recorded-streamed-chat",
+                task_queue=queue))
+            from durable_agent.streaming import stream_reply
+
+            await stream_reply(streamed, "Hello there")
+            await stream_reply(streamed, "What is 6 * 7?")
+            await streamed.end()
+            await save("chat_streamed_replies", streamed.handle)
 
             approval = ApprovalSession(await client.start_workflow(
                 ApprovalChatWorkflow.run, ApprovalChatInput(), id="recorded-approval", task_queue=queue))
