@@ -231,8 +231,11 @@ class ChatBox:
 
     def _add(self, kind: str, text: str) -> None:
         self.entries.append((kind, text))
-        bubble = widgets.HTML(self._bubble_html(kind, text), layout=widgets.Layout(width="100%", height="auto",
-                                                                                   margin="2px 0"))
+        style, side = STYLES[kind]
+        bubble = widgets.HTML(
+            f'<div style="display:flex;justify-content:{side}"><div style="{style};padding:6px 12px;'
+            f'max-width:80%;white-space:pre-wrap;line-height:1.4">{ICONS.get(kind, "")}{html.escape(text)}</div></div>',
+            layout=widgets.Layout(width="100%", height="auto", margin="2px 0"))
         bubble.add_class(f"durable-chat-{kind}")
         self.messages.children = (*self.messages.children, bubble)
 
