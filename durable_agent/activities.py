@@ -14,9 +14,12 @@ once instead of an endless retry loop.
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, AsyncIterator, Callable, TypeVar
 
 from temporalio import activity
@@ -58,6 +61,7 @@ class ChatMessage:
 @dataclass
 class PlanInput:
     messages: list[ChatMessage]
+    stream: bool = False  # stream the reply's text to the workflow's stream as it comes (streaming.py)
 
 
 @dataclass
@@ -93,6 +97,48 @@ _PERMANENT_LLM_ERRORS = {
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "BadRequestError",
     "UnprocessableEntityError", "ContextWindowExceededError", "UnsupportedParamsError",
 }
+
+
+# A provider that answers HTTP 429 (or 503) with a `Retry-After` header says how long to wait. The activity
+# passes that on as the next attempt's delay (ApplicationError.next_retry_delay), which replaces the retry
+# policy's back-off for that one attempt; the attempt count and the other timeouts still apply. A wait
+# longer than this is capped, so a provider cannot park a turn for an hour; `Retry-After: 0` leaves the
+# policy's back-off (Temporal reads a zero delay as none given).
+MAX_RETRY_AFTER_SECONDS = 120.0
+
+
+def retry_after_seconds(err: BaseException) -> float | None:
+    """The wait a provider asked for on this error (`Retry-After: 7`, `Retry-After: <HTTP date>` or OpenAI's
+    `retry-after-ms`), in seconds, capped at MAX_RETRY_AFTER_SECONDS; None if it asked for nothing. Looks at
+    the response headers LiteLLM keeps, then along the exception's chain (the offline model's error)."""
+    seen: set[int] = set()
+    error: BaseException | None = err
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        headers = getattr(error, "litellm_response_headers", None) or getattr(error, "headers", None) \
+            or getattr(getattr(error, "response", None), "headers", None)
+        if headers:
+            lower = {str(k).lower(): str(v).strip() for k, v in dict(headers).items()}
+            seconds = _parse_retry_after(lower.get("retry-after-ms"), 0.001) \
+                if "retry-after-ms" in lower else _parse_retry_after(lower.get("retry-after"), 1.0)
+            if seconds is not None:
+                return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _parse_retry_after(value: str | None, unit: float) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value) * unit
+    except ValueError:
+        pass
+    try:  # an HTTP date: wait until then
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time() if when is not None else None
 
 
 @contextlib.asynccontextmanager
@@ -210,15 +256,25 @@ class AgentActivities:
         messages = [{"role": "system", "content": llm.SYSTEM_PROMPT}] + [m.to_openai() for m in input.messages]
         try:
             async with heartbeating():
-                reply = await llm.complete(messages, tools.tool_specs() + [llm.END_CHAT_SPEC], self.config)
+                specs = tools.tool_specs() + [llm.END_CHAT_SPEC]
+                if input.stream:
+                    from .streaming import ReplyPublisher
+
+                    async with ReplyPublisher() as publish:
+                        reply = await llm.complete_streaming(messages, specs, self.config, publish)
+                else:
+                    reply = await llm.complete(messages, specs, self.config)
         except Exception as err:
             reason = redact_secrets(f"{type(err).__name__}: {err}")
             names = {cls.__name__ for cls in type(err).__mro__}
             if names & _PERMANENT_LLM_ERRORS:
                 raise ApplicationError(f"the model request was refused: {reason}",
                                        type=MODEL_REQUEST_ERROR, non_retryable=True) from None
-            # Outages, rate limits, timeouts: fail this attempt; Temporal retries with backoff.
-            raise ApplicationError(f"the model call failed: {reason}", type=type(err).__name__) from None
+            # Outages, rate limits, timeouts: fail this attempt; Temporal retries with backoff, or after the
+            # wait the provider asked for (Retry-After), if it did.
+            wait = retry_after_seconds(err)
+            raise ApplicationError(f"the model call failed: {reason}", type=type(err).__name__,
+                                   next_retry_delay=timedelta(seconds=wait) if wait is not None else None) from None
         return parse_reply(reply, self.config.model)
 
     @activity.defn

@@ -119,6 +119,36 @@ async def complete(messages: list[dict[str, Any]], tools: list[dict[str, Any]], 
     return response.choices[0].message.model_dump()
 
 
+async def complete_streaming(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig,
+                             on_text: Callable[[str], None]) -> dict[str, Any]:
+    """`complete()`, streamed: the same call with `stream=True`. `on_text` gets each piece of the reply's text
+    as the model produces it; the assembled assistant message (text and tool calls) is returned, as from
+    `complete()`. The offline model streams too, word by word, through the same LiteLLM streaming API."""
+    litellm = await litellm_ready()
+    stream = await litellm.acompletion(
+        model=config.model,
+        messages=messages,
+        tools=tools or None,
+        api_base=config.api_base,
+        timeout=config.timeout_seconds,
+        stream=True,
+        num_retries=0,
+        max_retries=0,
+    )
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        text = chunk.choices[0].delta.content if chunk.choices else None
+        if text:
+            on_text(text)
+    return litellm.stream_chunk_builder(chunks, messages=messages).choices[0].message.model_dump()
+
+
+# How fast the offline model streams: a pause between words, so a reply arrives the way a real model's does
+# (tens of words a second). Only when streaming; a plain call answers at once.
+OFFLINE_SECONDS_PER_WORD = 0.03
+
+
 # --- the offline model ------------------------------------------------------------------------------------
 
 _WORDS = [
@@ -243,9 +273,10 @@ def _describe(name: str, args: dict[str, str], result: str) -> str:
 
 
 # An extension point for fault injection (the course's fault lab sets it, notebook 05): a function called
-# before each reply of the offline model that returns an HTTP status to fail with (503, 429...) or None.
+# before each reply of the offline model that returns an HTTP status to fail with (503, 429...) or None, or
+# (status, response headers), e.g. (429, {"Retry-After": "3"}) for a provider that says when to come back.
 # The failure takes LiteLLM's own exception path, as a provider's would. Unset, the model never fails.
-OfflineOutage = Callable[[], "int | None"]
+OfflineOutage = Callable[[], "int | tuple[int, dict[str, str]] | None"]
 _offline_outage: OfflineOutage | None = None
 
 
@@ -266,12 +297,32 @@ def _offline_handler(litellm: Any) -> Any:
         async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
             return self._respond(model, messages)
 
+        async def astreaming(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            """The same reply as `acompletion`, as a stream: the text word by word, a tool call in one piece."""
+            message = self._respond(model, messages).choices[0].message
+            if message.tool_calls:
+                for index, call in enumerate(message.tool_calls):
+                    yield {"text": "", "is_finished": False, "finish_reason": "", "usage": None, "index": 0,
+                           "tool_use": {"id": call.id, "type": "function", "index": index,
+                                        "function": {"name": call.function.name,
+                                                     "arguments": call.function.arguments}}}
+                yield {"text": "", "is_finished": True, "finish_reason": "tool_calls", "usage": None, "index": 0}
+                return
+            words = re.findall(r"\S+\s*", message.content or "")
+            for word in words:
+                await asyncio.sleep(OFFLINE_SECONDS_PER_WORD)
+                yield {"text": word, "is_finished": False, "finish_reason": "", "usage": None, "index": 0}
+            yield {"text": "", "is_finished": True, "finish_reason": "stop", "usage": None, "index": 0}
+
         def _respond(self, model: str, messages: list) -> Any:
-            status = _offline_outage() if _offline_outage else None
+            outage = _offline_outage() if _offline_outage else None
+            status, headers = outage if isinstance(outage, tuple) else (outage, {})
             if status:
                 from litellm.llms.custom_llm import CustomLLMError
 
-                raise CustomLLMError(status_code=status, message=f"the offline model is down (simulated HTTP {status})")
+                error = CustomLLMError(status_code=status, message=f"the offline model is down (simulated HTTP {status})")
+                error.headers = dict(headers)  # read back by activities.retry_after_seconds
+                raise error
             message = offline_reply(messages)
             finish = "tool_calls" if message.get("tool_calls") else "stop"
             return litellm.ModelResponse(

@@ -16,6 +16,10 @@ of this run is long (`ChatInput.events_per_run`, or when Temporal suggests it), 
 new*: the run closes and a fresh one, with the same workflow id, carries on from the summary and the
 newest messages. Clients, queries and the chat box follow the chat's id, so they never notice.
 
+With `ChatInput(stream_replies=True)` the workflow also hosts a `WorkflowStream` (Temporal's durable stream,
+`temporalio.contrib.workflow_streams`) and the model activity streams each reply's text into it as the model
+writes it; the reply is still recorded once, as the activity's result (`streaming.py`).
+
 Extension points: a subclass (decorated with `@workflow.defn`, its `run` calling `super().run`) changes the
 agent by overriding these, and reads `turns`, `turns_this_run`, `messages` and `ended`; everything whose
 name starts with `_` is private and may change:
@@ -39,6 +43,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -139,6 +144,7 @@ class ChatInput:
     max_summary_chars: int = SUMMARY_CHARS
     events_per_run: int = EVENTS_PER_RUN
     answered: list[Answered] = field(default_factory=list)  # the last answers, for resends
+    stream_replies: bool = False  # stream each reply's text through a workflow stream (streaming.py)
 
 
 @dataclass
@@ -183,6 +189,9 @@ class DurableAgentWorkflow:
         self._status = ChatStatus("idle", turns=input.earlier_turns)
         self._busy = False
         self._ended = False
+        self._stream_replies = input.stream_replies
+        if input.stream_replies:  # Temporal's durable stream, for the reply's text (streaming.py); offsets per run
+            self.reply_stream = WorkflowStream()
 
     @workflow.run
     async def run(self, input: ChatInput) -> Transcript:
@@ -264,7 +273,7 @@ class DurableAgentWorkflow:
             max_steps_per_turn=self._max_steps, history=cut.recent, model_call=self._model_call,
             summary=summarize(self._summary, cut.older, self._summary_chars), earlier_turns=self._status.turns,
             context_chars=self._context_chars, context_turns=self._context_turns, max_summary_chars=self._summary_chars,
-            events_per_run=self._events_per_run, answered=answered)
+            events_per_run=self._events_per_run, answered=answered, stream_replies=self._stream_replies)
 
     @workflow.update
     async def send_message(self, message: UserMessage) -> AgentReply:
@@ -352,7 +361,7 @@ class DurableAgentWorkflow:
 
     async def _plan(self) -> Plan:
         """Ask the model for the next step: an activity (default) or a local activity (ChatInput.model_call)."""
-        context = PlanInput(self._model_context())
+        context = PlanInput(self._model_context(), stream=self._stream_replies)
         if self._model_call == "local_activity":
             return await workflow.execute_local_activity_method(
                 AgentActivities.plan_next_action, context, **PLAN_LOCAL_ACTIVITY)

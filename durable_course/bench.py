@@ -553,3 +553,117 @@ def plot(report: BenchReport, model: str | None = None) -> Any:
     figure.suptitle(f"Latency of a chat turn ({_short(model)}, {report.iterations} turns each)")
     figure.tight_layout()
     return figure
+
+
+# --- what streaming costs (`durable-agent bench --streaming`, notebook 12) -------------------------------------
+
+STREAMED_TURN = "hello"  # the offline model answers with its help text: about forty words, streamed word by word
+
+
+@dataclass
+class StreamingSide:
+    name: str  # "not streamed" or "streamed"
+    turn_ms: Stats  # the Update, client side: message sent -> reply received
+    first_text_ms: Stats | None  # message sent -> the first piece of text shown (streamed only)
+    events_per_turn: float  # events the turn added to the chat's history
+    bytes_per_turn: float  # their size
+    publish_signals_per_turn: float  # the stream's batches (signals)
+    poll_updates_per_turn: float  # the reader's long polls (Updates)
+
+
+@dataclass
+class StreamingCost:
+    iterations: int
+    pieces_per_reply: float
+    seconds_per_word: float
+    sides: list[StreamingSide]
+
+    def table(self) -> str:
+        rows = [f"Streaming a reply of {self.pieces_per_reply:.0f} pieces, {self.iterations} turns each "
+                f"(offline model, {self.seconds_per_word * 1000:g} ms between words):",
+                f"{'':14}{'turn p50':>10}{'first text p50':>16}{'events/turn':>13}{'KB/turn':>9}"
+                f"{'signals/turn':>14}{'polls/turn':>12}"]
+        for side in self.sides:
+            first = f"{side.first_text_ms.p50:.0f} ms" if side.first_text_ms else "-"
+            rows.append(f"{side.name:<14}{side.turn_ms.p50:>7.0f} ms{first:>16}{side.events_per_turn:>13.1f}"
+                        f"{side.bytes_per_turn / 1024:>9.1f}{side.publish_signals_per_turn:>14.1f}"
+                        f"{side.poll_updates_per_turn:>12.1f}")
+        return "\n".join(rows)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _stream_events(events: list[Any]) -> tuple[int, int]:
+    signals = sum(1 for e in events if e.kind == "WorkflowExecutionSignaled"
+                  and e.details.signal_name.startswith("__temporal_workflow_stream"))
+    polls = sum(1 for e in events if e.kind == "WorkflowExecutionUpdateAccepted"
+                and e.details.accepted_request.input.name.startswith("__temporal_workflow_stream"))
+    return signals, polls
+
+
+async def measure_streaming_side(client: Client, task_queue: str, streamed: bool, iterations: int,
+                                 warmup: int) -> tuple[StreamingSide, float]:
+    from durable_agent.streaming import StreamedText, stream_reply
+
+    chat = await start_chat(client, f"bench-stream-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
+                            input=ChatInput(stream_replies=streamed))
+    await chat.status()
+    turns, firsts, pieces = [], [], []
+    start_events = 0
+    for i in range(warmup + iterations):
+        if i == warmup:
+            start_events = len((await chat.handle.fetch_history()).events)
+        started, first = time.perf_counter(), []
+        if streamed:
+            shown = StreamedText()
+            reply = await stream_reply(chat, STREAMED_TURN, lambda _t: first or first.append(time.perf_counter()),
+                                       shown)
+            if shown.text != reply.text:
+                raise BenchError("the streamed text differs from the reply: " + shown.text[:60])
+        else:
+            reply = await chat.send(STREAMED_TURN)
+        elapsed = (time.perf_counter() - started) * 1000
+        if i >= warmup:
+            turns.append(elapsed)
+            if first:
+                firsts.append((first[0] - started) * 1000)
+            pieces.append(len(reply.text.split()))
+    history = await chat.handle.fetch_history()
+    raw = list(history.events)[start_events:]
+    events = read_events(history)[start_events:]
+    await chat.end()
+    signals, polls = _stream_events(events)
+    side = StreamingSide("streamed" if streamed else "not streamed", Stats.of(turns),
+                         Stats.of(firsts) if firsts else None, len(events) / iterations,
+                         sum(e.ByteSize() for e in raw) / iterations, signals / iterations, polls / iterations)
+    return side, statistics.fmean(pieces)
+
+
+async def run_streaming_benchmark(client: Client | None = None, *, iterations: int = 20, warmup: int = 3,
+                                  seconds_per_word: float = 0.0) -> StreamingCost:
+    """The same turn (a forty-word reply from the offline model), not streamed and streamed: time per turn, time
+    to the first text, and what it adds to the history. `seconds_per_word` paces the offline model's stream
+    (0: as fast as it can, so the difference is streaming's own cost)."""
+    if iterations < 1 or warmup < 0:
+        raise BenchError(f"iterations must be at least 1 and warmup at least 0 (got {iterations}, {warmup})")
+    temporal = None
+    if client is None:
+        from durable_agent.server import start_temporal
+
+        temporal = await start_temporal(ui=False)
+        client = temporal.client
+    pace, llm.OFFLINE_SECONDS_PER_WORD = llm.OFFLINE_SECONDS_PER_WORD, seconds_per_word
+    try:
+        task_queue = f"bench-{uuid.uuid4().hex[:8]}"
+        async with create_worker(client, task_queue=task_queue):
+            await llm.litellm_ready()
+            sides, pieces = [], 0.0
+            for streamed in (False, True):
+                side, pieces = await measure_streaming_side(client, task_queue, streamed, iterations, warmup)
+                sides.append(side)
+    finally:
+        llm.OFFLINE_SECONDS_PER_WORD = pace
+        if temporal is not None:
+            await temporal.shutdown()
+    return StreamingCost(iterations, pieces, seconds_per_word, sides)

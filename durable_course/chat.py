@@ -33,6 +33,7 @@ from durable_agent import tools as agent_tools
 from durable_agent.activities import ChatMessage
 from durable_agent.server import Temporal
 from durable_agent.session import ChatError, ChatSession, open_chat
+from durable_agent.streaming import StreamedText, stream_reply
 from durable_agent.workflow import AgentReply, ChatStatus
 
 # How each kind of entry looks: (CSS of the bubble, which side it sits on).
@@ -51,9 +52,13 @@ class ChatBox:
     """The widgets of one chat (`box.widget`), and the logic that binds them to the workflow."""
 
     def __init__(self, session: ChatSession, *, workflow_url: str | None = None,
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS, stream: bool = False) -> None:
         self.session = session
         self.poll_seconds = poll_seconds
+        # stream=True: the reply appears word by word while the model writes it, read from the chat's workflow
+        # stream (durable_agent/streaming.py; the chat must be started with ChatInput(stream_replies=True)).
+        self.stream = stream
+        self.streamed: StreamedText | None = None  # the last turn's streamed text, as shown
         self.entries: list[tuple[str, str]] = []  # (kind, text) of every bubble shown, for tests and print
         self._tasks: set[concurrent.futures.Future[Any]] = set()
         self._loop = asyncio.get_running_loop()  # the kernel's loop: sending runs there, in the background
@@ -118,7 +123,7 @@ class ChatBox:
         self._show_status(ChatStatus("waiting for the agent"))  # until the status query says more
         poller = asyncio.ensure_future(self._poll_status())
         try:
-            reply = await self.session.send(text)
+            reply = await (self._send_streaming(text) if self.stream else self.session.send(text))
         except ChatError as err:  # busy agent, chat ended, server gone: a sentence to show
             self._add("error", str(err))
             self.status.value = shown_before  # the message was refused: the agent is where it was
@@ -137,6 +142,22 @@ class ChatBox:
         if reply.chat_ended:
             self._ended("The agent ended the chat.")
         return reply
+
+    async def _send_streaming(self, text: str) -> AgentReply:
+        """Send, and show the reply as it streams in a bubble of its own; when the turn is answered, that bubble
+        gives way to the turn as Temporal recorded it (so the reply is shown once, whole)."""
+        live = widgets.HTML(layout=widgets.Layout(width="100%", height="auto", margin="2px 0"))
+        live.add_class("durable-chat-streaming")
+        self.messages.children = (*self.messages.children, live)
+        self.streamed = StreamedText()
+
+        def show(text_so_far: str) -> None:
+            live.value = self._bubble_html("agent", text_so_far + " ▌")
+
+        try:
+            return await stream_reply(self.session, text, show, self.streamed)
+        finally:
+            self.messages.children = tuple(c for c in self.messages.children if c is not live)
 
     async def end(self) -> None:
         """The End chat button: signal `end_chat`; the workflow completes with the transcript."""
@@ -247,6 +268,12 @@ class ChatBox:
             layout=widgets.Layout(width="100%", height="auto", margin="2px 0"))
         bubble.add_class(f"durable-chat-{kind}")
         self.messages.children = (*self.messages.children, bubble)
+
+    @staticmethod
+    def _bubble_html(kind: str, text: str) -> str:
+        style, side = STYLES[kind]
+        return (f'<div style="display:flex;justify-content:{side}"><div style="{style};padding:6px 12px;'
+                f'max-width:80%;white-space:pre-wrap;line-height:1.4">{ICONS.get(kind, "")}{html.escape(text)}</div></div>')
 
     def _show_status(self, status: ChatStatus) -> None:
         busy = status.state not in ("idle", "ended")

@@ -24,6 +24,7 @@ my_code/NAME.py` after `prepare_workspace()`, and imported with `load_module("NA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import re
 import sys
@@ -44,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.service import RPCError
     from temporalio.worker import Worker
 
-    from durable_agent.activities import Plan, ToolInput, ToolResult
+    from durable_agent.activities import Plan, PlanInput, ToolCall, ToolInput, ToolResult
     from durable_agent.session import ChatSession
     from durable_agent.tools import TOOLS, ToolInputError
     from durable_agent.workflow import AgentReply, ChatInput, DurableAgentWorkflow
@@ -764,10 +765,10 @@ async def check_framework_tool(lab: Any, module: ModuleType, city: str = "Lisbon
                 handle = await lab.client.start_workflow(workflow_class.run, question, id=queue, task_queue=queue)
                 turn["answer"] = await _result(handle, 45.0)
                 turn["events"] = await _events(handle)
-                turn["activities"] = _recorded_activities(turn["events"])
+                turn["activities"] = recorded_activities(turn["events"])
         return turn
 
-    def tool_activities() -> list[RecordedActivity]:
+    def tool_activities() -> list[Activity]:
         return [a for a in turn["activities"] if a.type != FRAMEWORK_MODEL_ACTIVITY]
 
     async def runs_as_an_activity() -> None:
@@ -786,8 +787,8 @@ async def check_framework_tool(lab: Any, module: ModuleType, city: str = "Lisbon
         found = tool_activities()
         if not found:
             raise NotYet("there is no activity for the weather tool yet, so nothing notices a dead worker")
-        scheduled = next(e.activity_task_scheduled_event_attributes for e in turn["events"]
-                         if e.event_id == found[0].event_id)  # the options as the server enforces them
+        scheduled = next(e.details for e in turn["events"]
+                         if e.id == found[0].scheduled_id)  # the options as the server enforces them
         limits = {name: getattr(scheduled, name).ToTimedelta().total_seconds()
                   for name in ("heartbeat_timeout", "start_to_close_timeout") if scheduled.HasField(name)}
         limits = {name: seconds for name, seconds in limits.items() if seconds > 0}
@@ -811,3 +812,219 @@ async def check_framework_tool(lab: Any, module: ModuleType, city: str = "Lisbon
                     "a sync @function_tool runs in a thread, which a workflow may not start: the SDK hands the "
                     "model an error instead; an activity runs on the worker, where threads are fine",
                     answers_with_the_report)
+# --- exercise 10: testing a durable agent --------------------------------------------------------------------
+
+DAY_SECONDS = 24 * 3600  # exercise 10's approval timeout: the checker's, not the module's
+APPROVE_AFTER_HOURS = 23
+
+
+def _served_name(function: Any) -> str | None:
+    definition = getattr(function, "__temporal_activity_definition", None)
+    return getattr(definition, "name", None)
+
+
+async def check_testing(lab: Any, module: ModuleType) -> None:
+    """Exercise 10: a fake tool served under the real activity's name; a day-long approval tested on the
+    time-skipping server (read from the history's own clock); a history saved as JSON that replays. The check
+    starts its own time-skipping server; what happened is read from the event history it recorded."""
+    from durable_agent.approval import ApprovalChatInput, ApprovalChatWorkflow, ApprovalSession
+    from durable_course.testing import FakeModel, start_time_skipping
+
+    env = await start_time_skipping()
+    handles: list[WorkflowHandle] = []
+
+    async def approval_chat(queue: str, needs_approval: list[str]) -> ApprovalSession:
+        input = ApprovalChatInput(needs_approval=needs_approval, approval_timeout_seconds=DAY_SECONDS)
+        handle = await env.client.start_workflow(ApprovalChatWorkflow.run, input, id=f"check-{uuid.uuid4()}",
+                                                 task_queue=queue)
+        handles.append(handle)
+        return ApprovalSession(handle)
+
+    async def with_doubles(body: Callable[[str], Awaitable[None]]) -> None:
+        name = _served_name(getattr(module, "fake_execute_tool", None))
+        if name is None:
+            raise NotYet("fake_execute_tool is not an activity (decorate it with @activity.defn(...))")
+        queue = _queue()
+        async with Worker(env.client, task_queue=queue, workflows=[ApprovalChatWorkflow],
+                          activities=[FakeModel().activity(), module.fake_execute_tool]):
+            await body(queue)
+
+    def tool_runs(events: list[Any]) -> list[Activity]:
+        return [a for a in recorded_activities(events) if a.type == "execute_tool"]
+
+    async def fake_served() -> None:
+        async def body(queue: str) -> None:
+            chat = await approval_chat(queue, needs_approval=[])
+            turn = asyncio.ensure_future(chat.send("What's the weather in Paris?"))
+            done, _ = await asyncio.wait({turn}, timeout=5)
+            events = await _events(chat.handle)
+            runs = tool_runs(events)
+            if not done:
+                turn.cancel()
+                name = _served_name(module.fake_execute_tool)
+                if runs and runs[0].outcome == "pending":
+                    raise NotYet(f"the workflow asked for the activity 'execute_tool', and nothing on the worker is "
+                                 f"registered under that name (your function is registered as {name!r})")
+                raise NotYet("no reply within 5 s")
+            if len(runs) != 1 or runs[0].outcome != "completed":
+                raise NotYet(f"the history shows {len(runs)} execute_tool activities, not one that completed")
+            result = _decode(env.client, runs[0].result, ToolResult)
+            if result.output not in turn.result().text:
+                raise NotYet(f"the agent's reply does not carry the fake's output {result.output!r}")
+
+        await with_doubles(body)
+
+    async def a_day_in_a_second() -> None:
+        async def body(queue: str) -> None:
+            chat = await approval_chat(queue, needs_approval=["weather"])
+            turn = asyncio.ensure_future(chat.send("What's the weather in Paris?"))
+            try:
+                await asyncio.wait_for(module.approve_after(env, chat, APPROVE_AFTER_HOURS), 20)
+                await asyncio.wait({turn}, timeout=10)
+            finally:
+                turn.cancel()
+            events = await _events(chat.handle)
+            timer = next((e for e in events if e.kind == "TimerStarted"), None)
+            decided = next((e for e in events if e.kind == "WorkflowExecutionUpdateAccepted"
+                            and e.details.accepted_request.input.name == "decide"), None)
+            if timer is None or decided is None:
+                raise NotYet("the history shows no approval decision (the decide Update) while the agent waited")
+            waited = decided.time - timer.time
+            if waited < timedelta(hours=APPROVE_AFTER_HOURS):
+                raise NotYet(f"the approval came {waited.total_seconds() / 3600:.1f} hours (server time) after the "
+                             f"request, not {APPROVE_AFTER_HOURS}: the clock was not moved on")
+            runs = [a for a in tool_runs(events) if a.scheduled_id > decided.id]
+            if len(runs) != 1 or runs[0].outcome != "completed":
+                raise NotYet("after the approval the history shows no completed execute_tool activity")
+
+        await with_doubles(body)
+
+    async def saved_history() -> None:
+        if not handles:
+            raise NotYet("no chat ran to save")
+        path = Path(tempfile_folder()) / "saved.json"
+        await module.save_history(handles[-1], path)
+        if not path.is_file():
+            raise NotYet("save_history wrote no file at the path it was given")
+        from temporalio.client import WorkflowHistory
+
+        try:
+            history = WorkflowHistory.from_json(handles[-1].id, path.read_text())
+        except Exception as err:
+            raise NotYet(f"the file is not a history Temporal can read back: {describe_error(err)}") from None
+        recorded = await handles[-1].fetch_history()
+        if len(history.events) != len(recorded.events):
+            raise NotYet(f"the file holds {len(history.events)} events; the server recorded {len(recorded.events)}")
+        error = await replay(history, ApprovalChatWorkflow)
+        if error:
+            raise NotYet(f"the saved history does not replay: {error}")
+
+    try:
+        await criterion("ex10", "the fake tool is served as the agent's execute_tool activity",
+                        'register it under the activity type the workflow asks for: @activity.defn(name="execute_tool")',
+                        fake_served)
+        await criterion("ex10", f"a {DAY_SECONDS // 3600}-hour approval, approved after {APPROVE_AFTER_HOURS} hours "
+                        "of server time, runs the tool",
+                        "await chat.wait_for_request(); await env.sleep(timedelta(hours=hours)); await chat.approve()",
+                        a_day_in_a_second)
+        await criterion("ex10", "a chat's history saved as JSON replays against the workflow",
+                        "path.write_text((await handle.fetch_history()).to_json())", saved_history)
+    finally:
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                await handle.terminate()
+        await env.shutdown()
+
+
+def tempfile_folder() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="ex10-")
+
+
+# --- exercise 11: a streamed reply shown once ------------------------------------------------------------------
+
+
+@dataclass
+class _StreamScript:
+    """What the streaming model double does on each call: (text to stream, tool call or None, fail attempt 1?)."""
+
+    steps: list[tuple[str, Any, bool]]
+    calls: int = 0
+
+
+def _streaming_model(script: _StreamScript) -> Callable[..., Any]:
+    """A model double under the real activity name that streams through the agent's own ReplyPublisher: the same
+    stream, pieces and attempts a real model call produces. A step marked to fail streams half its text on
+    attempt 1 and then fails, as a worker dying mid-stream would leave it."""
+    from durable_agent.streaming import ReplyPublisher
+
+    @activity.defn(name="plan_next_action")
+    async def streaming_model(input: PlanInput) -> Plan:
+        step = sum(1 for m in input.messages if m.role == "tool")  # model calls so far in this turn
+        text, tool, fail_first = script.steps[min(step, len(script.steps) - 1)]
+        words = re.findall(r"\S+\s*", text)
+        cut = fail_first and activity.info().attempt == 1
+        async with ReplyPublisher() as publish:
+            for word in words[:len(words) // 2] if cut else words:
+                publish(word)
+        if cut:
+            raise ApplicationError("the worker died mid-stream (simulated)")
+        calls = [ToolCall(f"call_{step}", tool[0], tool[1])] if tool else []
+        return Plan(tool_calls=calls, answer=text.strip(), model="streaming-double")
+
+    return streaming_model
+
+
+async def check_streaming(lab: Any, module: ModuleType) -> None:
+    """Exercise 11: the learner's reader, fed the real pieces of a real stream (read back from the chat's workflow
+    stream, in order), must end on the reply Temporal recorded, shown once."""
+    from durable_agent.activities import AgentActivities
+    from durable_agent.streaming import stream_reply
+    from durable_course.streaming_lab import read_pieces
+    from temporalio.contrib.workflow_streams import WorkflowStreamClient
+
+    async def run(script: _StreamScript, question: str) -> tuple[str, str]:
+        queue = _queue()
+        async with Worker(lab.client, task_queue=queue, workflows=[DurableAgentWorkflow],
+                          activities=[_streaming_model(script), AgentActivities().execute_tool]):
+            handle = await lab.client.start_workflow(DurableAgentWorkflow.run, ChatInput(stream_replies=True),
+                                                     id=f"check-{uuid.uuid4()}", task_queue=queue)
+            chat = ChatSession(handle)
+            start = await WorkflowStreamClient(handle).get_offset()
+            reply = await _send(chat, question)
+            pieces = await read_pieces(handle, start)
+            await chat.end()
+        reader = module.Reader()
+        shown = ""
+        for piece in pieces:
+            shown = reader.add(piece)
+        return shown, reply.text
+
+    def once(shown: str, reply: str) -> None:
+        if shown == reply:
+            return
+        first = reply.split()[0]
+        if shown.count(first) > reply.count(first):
+            raise NotYet(f"your reader shows {first!r} {shown.count(first)} times: {_short_text(shown)}")
+        raise NotYet(f"your reader ends on {_short_text(shown)}, not on the recorded reply {_short_text(reply)}")
+
+    async def retried() -> None:
+        once(*await run(_StreamScript([("Paris is sunny today, says the streaming double.", None, True)]),
+                        "Is it sunny in Paris?"))
+
+    async def after_a_tool() -> None:
+        script = _StreamScript([("Let me look that up. ", ("weather", {"city": "Paris"}), False),
+                                ("Paris is as the weather tool says.", None, False)])
+        once(*await run(script, "What's the weather in Paris?"))
+
+    await criterion("ex11", "a model call retried mid-stream: your reader shows the reply once",
+                    "start the text afresh when a piece comes from another (activity_id, attempt) than the last one",
+                    retried)
+    await criterion("ex11", "text streamed before a tool call gives way to the answer, as the recorded reply does",
+                    "the answer comes from another model call (another activity_id): start afresh there too",
+                    after_a_tool)
+
+
+def _short_text(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")

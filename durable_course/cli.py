@@ -36,6 +36,8 @@ async def cmd_bench(args: argparse.Namespace) -> int:
     if args.recovery:
         return await cmd_recovery(args)
 
+    if args.streaming:
+        return await cmd_bench_streaming(args)
     loops = [name.strip() for name in args.loops.split(",") if name.strip()]
     try:
         if args.model_latency < 0:
@@ -53,6 +55,18 @@ async def cmd_bench(args: argparse.Namespace) -> int:
                                      models=models_to_measure(latency_ms=args.model_latency),
                                      server_config=server_config or None,
                                      progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
+    except BenchError as err:
+        print(f"durable-agent bench: {err}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.table(), flush=True)
+    return 0
+
+
+async def cmd_bench_streaming(args: argparse.Namespace) -> int:
+    from .bench import BenchError, run_streaming_benchmark
+
+    try:
+        report = await run_streaming_benchmark(iterations=args.iterations, warmup=args.warmup)
     except BenchError as err:
         print(f"durable-agent bench: {err}", file=sys.stderr)
         return 2
@@ -123,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="--recovery: kills per activity type, each with and without a standby (default 2)")
     bench.add_argument("--no-standby", action="store_true",
                        help="--recovery: skip the runs with a standby worker (and with the model as a local activity)")
+    bench.add_argument("--streaming", action="store_true",
+                       help="instead: what streaming a reply costs per turn, streamed or not (notebook 12)")
 
     load = sub.add_parser("load", help="many chats at once against one worker process: turns answered, lost, "
                                        "run twice, latency (optionally SIGKILLing the worker)")

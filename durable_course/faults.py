@@ -73,6 +73,7 @@ class Fault:
     times: int = 1  # how many calls it hits
     skip: int = 0  # let this many calls through first
     status: int = 503  # OUTAGE: the HTTP status the offline model answers with
+    retry_after: float | None = None  # OUTAGE: the Retry-After header it sends with it (seconds), if any
 
 
 @dataclass
@@ -136,11 +137,14 @@ class Faults:
     def released(self) -> bool:
         return (self.path / "released").exists()
 
-    def model_outage(self, times: int, status: int = 503) -> None:
-        """The offline model fails the next `times` calls as a provider would: HTTP `status` (503, 429...)."""
+    def model_outage(self, times: int, status: int = 503, retry_after: float | None = None) -> None:
+        """The offline model fails the next `times` calls as a provider would: HTTP `status` (503, 429...),
+        with a `Retry-After: <retry_after>` header when given (the wait, in seconds, the provider asks for)."""
         if not isinstance(status, int) or not 400 <= status <= 599:
             raise ValueError(f"an outage needs an HTTP error status (400-599), not {status!r}")
-        self._add(Fault(OUTAGE, "model", _at_least(1, times=times), status=status))
+        if retry_after is not None and not (isinstance(retry_after, (int, float)) and retry_after >= 0):
+            raise ValueError(f"retry_after is a number of seconds (0 or more), not {retry_after!r}")
+        self._add(Fault(OUTAGE, "model", _at_least(1, times=times), status=status, retry_after=retry_after))
 
     def clear(self) -> None:
         """Switch every fault off (the execution log is kept)."""
@@ -237,11 +241,14 @@ def current() -> Faults | None:
     return Faults(path) if path and os.path.isdir(path) else None
 
 
-def model_outage_status() -> int | None:
-    """Called by the offline model on every call: the HTTP status to fail with, or None."""
+def model_outage_status() -> int | tuple[int, dict[str, str]] | None:
+    """Called by the offline model on every call: the HTTP status to fail with (and the Retry-After header to
+    send with it, if the outage has one), or None."""
     faults = current()
     fault = faults.take(OUTAGE, "model") if faults else None
-    return fault.status if fault else None
+    if fault is None:
+        return None
+    return (fault.status, {"Retry-After": f"{fault.retry_after:g}"}) if fault.retry_after is not None else fault.status
 
 
 PLUGIN = "durable_course.faults:fault_lab_plugin"  # the plugin's import path, for a worker process
@@ -565,12 +572,13 @@ class FaultLab:
             ready - killed_at, replied - ready, retried_at - killed_at)
 
     async def model_outage_turn(self, failures: int = 3, status: int = 503,
-                                question: str = "What is 25 + 17?") -> OutageReport:
-        """The offline model fails `failures` times with HTTP `status`; the turn still gets its answer.
-        With failures=0 no switch is set (a real provider can fail on its own, e.g. the test server)."""
+                                question: str = "What is 25 + 17?", retry_after: float | None = None) -> OutageReport:
+        """The offline model fails `failures` times with HTTP `status` (and `Retry-After: retry_after`, if
+        given); the turn still gets its answer. With failures=0 no switch is set (a real provider can fail on
+        its own, e.g. the test server)."""
         self.faults.clear()
         if failures:
-            self.faults.model_outage(failures, status)
+            self.faults.model_outage(failures, status, retry_after)
         chat = await self.new_chat()
         reply, backoffs = await watch_backoffs(chat.handle, chat.send(question))
         plans = [e for e in self.faults.executions(chat.workflow_id) if e.activity == "plan_next_action"]

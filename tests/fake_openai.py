@@ -26,6 +26,7 @@ class Reply:
     status: int = 200
     body: dict[str, Any] | None = None
     gate: threading.Event | None = None  # set: the reply is sent; unset: the request waits
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers, e.g. Retry-After
 
     def held(self) -> "Reply":
         """This reply, sent only once `release()` is called."""
@@ -52,8 +53,9 @@ def tool_call(name: str, arguments: str, call_id: str = "call_1") -> dict[str, A
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def error(status: int, message: str = "error") -> Reply:
-    return Reply(status, {"error": {"message": message, "type": "server_error", "code": status}})
+def error(status: int, message: str = "error", headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": {"message": message, "type": "server_error", "code": status}},
+                 headers=dict(headers or {}))
 
 
 @dataclass
@@ -78,6 +80,8 @@ class FakeOpenAI:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

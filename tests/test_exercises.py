@@ -45,6 +45,9 @@ UNSOLVED = {
     "ex6_long_sessions": ["still on its first run"],
     "ex9_framework_tool": ["no activity for the weather tool", "no activity for the weather tool yet",
                            "An error occurred while running the tool"],
+    "ex10_testing": ["nothing on the worker is registered under that name", "raised NotImplementedError: exercise 10",
+                     "raised NotImplementedError: exercise 10"],
+    "ex11_streaming": ["your reader shows 'Paris' 2 times", "your reader ends on 'Let me look that up."],
 }
 
 
