@@ -56,8 +56,24 @@ class ChatMessage:
 
 
 @dataclass
+class ToolSpec:
+    """A tool offered to the model besides the built-in ones (an MCP server's tool, another agent), by the
+    workflow's `model_tools()` extension point. The workflow runs it in its `run_tool`."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments
+    offline_trigger: str = ""  # for the offline model, which cannot read a description (llm.teach_offline_model)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+@dataclass
 class PlanInput:
     messages: list[ChatMessage]
+    tools: list[ToolSpec] = field(default_factory=list)  # offered on top of the built-in tools
 
 
 @dataclass
@@ -160,8 +176,9 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-def parse_reply(message: dict[str, Any], model: str) -> Plan:
-    """Turn the model's assistant message into a Plan, or raise a non-retryable ModelReplyError."""
+def parse_reply(message: dict[str, Any], model: str, extra_tools: tuple[str, ...] = ()) -> Plan:
+    """Turn the model's assistant message into a Plan, or raise a non-retryable ModelReplyError.
+    `extra_tools`: names of the tools offered besides the built-in ones (PlanInput.tools)."""
     calls = message.get("tool_calls") or []
     if not calls:
         answer = (message.get("content") or "").strip()
@@ -183,12 +200,12 @@ def parse_reply(message: dict[str, Any], model: str) -> Plan:
         if name == "end_chat":
             plan.end_chat = True
             plan.answer = str(arguments.get("farewell") or message.get("content") or "Goodbye!")
-        elif name in tools.TOOLS:
+        elif name in tools.TOOLS or name in extra_tools:
             plan.tool_calls.append(ToolCall(id=str(raw.get("id") or f"call_{len(plan.tool_calls)}"),
                                             name=name, arguments=arguments))
         else:
             raise ApplicationError(f"the model asked for a tool that does not exist: {name!r} "
-                                   f"(available: {', '.join(sorted(tools.TOOLS))})",
+                                   f"(available: {', '.join(sorted([*tools.TOOLS, *extra_tools]))})",
                                    type=UNKNOWN_TOOL, non_retryable=True)
     if plan.end_chat:
         plan.tool_calls = []  # say goodbye; tools asked for in the same breath are not run
@@ -208,9 +225,12 @@ class AgentActivities:
     async def plan_next_action(self, input: PlanInput) -> Plan:
         """One model call: the conversation (as `context.py` bounds it) in, the next step out."""
         messages = [{"role": "system", "content": llm.SYSTEM_PROMPT}] + [m.to_openai() for m in input.messages]
+        specs = tools.tool_specs() + [t.spec() for t in input.tools] + [llm.END_CHAT_SPEC]
+        triggers = {t.name: t.offline_trigger for t in input.tools if t.offline_trigger}
         try:
             async with heartbeating():
-                reply = await llm.complete(messages, tools.tool_specs() + [llm.END_CHAT_SPEC], self.config)
+                with llm.offline_triggers(triggers):
+                    reply = await llm.complete(messages, specs, self.config)
         except Exception as err:
             reason = redact_secrets(f"{type(err).__name__}: {err}")
             names = {cls.__name__ for cls in type(err).__mro__}
@@ -219,7 +239,7 @@ class AgentActivities:
                                        type=MODEL_REQUEST_ERROR, non_retryable=True) from None
             # Outages, rate limits, timeouts: fail this attempt; Temporal retries with backoff.
             raise ApplicationError(f"the model call failed: {reason}", type=type(err).__name__) from None
-        return parse_reply(reply, self.config.model)
+        return parse_reply(reply, self.config.model, tuple(t.name for t in input.tools))
 
     @activity.defn
     async def execute_tool(self, input: ToolInput) -> ToolResult:

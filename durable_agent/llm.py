@@ -12,13 +12,15 @@ with backoff, and records every attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import os
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .config import OFFLINE_MODEL
 
@@ -146,7 +148,7 @@ def extract_tool_calls(text: str) -> list[tuple[str, dict[str, str]]]:
         if _OPERATOR.search(expression):
             expression = _balance(expression)
             found.append((match.start(), "calculator", {"expression": expression}))
-    for name, trigger in TAUGHT_TOOLS.items():  # tools taught with teach_offline_model()
+    for name, trigger in {**TAUGHT_TOOLS, **_request_triggers()}.items():  # taught tools, this request's tools
         for match in trigger.finditer(original):
             found.append((match.start(), name, {k: v.strip() for k, v in match.groupdict().items() if v}))
     return [(name, args) for _, name, args in sorted(found, key=lambda item: item[0])]
@@ -169,6 +171,25 @@ def teach_offline_model(tool_name: str, trigger: str) -> None:
         raise ValueError(f"the trigger {trigger!r} has no named groups (?P<argument>...), so the tool would "
                          "get no arguments")
     TAUGHT_TOOLS[tool_name] = pattern
+
+
+# Tools offered for one request only (an MCP server's, another agent: PlanInput.tools), each with its trigger.
+# Set around one model call by the activity, read by the offline model in the same task: nothing global stays.
+_TRIGGERS: contextvars.ContextVar[dict[str, re.Pattern[str]]] = contextvars.ContextVar("offline_triggers", default={})
+
+
+@contextlib.contextmanager
+def offline_triggers(triggers: dict[str, str]) -> Iterator[None]:
+    """For the model call made inside this block, the offline model also calls these tools ({name: trigger})."""
+    token = _TRIGGERS.set({name: re.compile(trigger, re.I) for name, trigger in triggers.items()})
+    try:
+        yield
+    finally:
+        _TRIGGERS.reset(token)
+
+
+def _request_triggers() -> dict[str, re.Pattern[str]]:
+    return _TRIGGERS.get()
 
 
 def _balance(expression: str) -> str:
@@ -221,7 +242,7 @@ def _describe(name: str, args: dict[str, str], result: str) -> str:
         if failed:
             return f"I could not calculate {args['expression']}: {result.removeprefix('Error:').strip()}."
         return f"{args['expression']} = {result}."
-    if name in TAUGHT_TOOLS:
+    if name in TAUGHT_TOOLS or name in _request_triggers():
         return f"{name}: {result}."
     if failed:
         return f"I could not get the weather for {args['city']}: {result.removeprefix('Error:').strip()}."

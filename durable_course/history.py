@@ -119,9 +119,11 @@ def _summary(kind: str, d: Any, activity: str) -> str:
         return "completed"
     if kind == "ActivityTaskScheduled":
         payload = (_values(d.input) or [{}])[0]
-        if activity == "execute_tool" and isinstance(payload, dict):
+        if isinstance(payload, dict) and "call" in payload:  # execute_tool, call_mcp_tool
             call = payload.get("call", {})
             return _call(call.get("name", "?"), call.get("arguments", {}))
+        if isinstance(payload, dict) and "server" in payload:  # list_mcp_tools
+            return "MCP tools/list"
         if isinstance(payload, dict) and "messages" in payload:
             count = len(payload["messages"])
             return f"{count} message{'s' if count != 1 else ''} to the model"
@@ -134,6 +136,8 @@ def _summary(kind: str, d: Any, activity: str) -> str:
             return str(result)
         if "output" in result:  # a ToolResult
             return result["output"]
+        if "tools" in result and "server" in result:  # an MCP server's tool listing
+            return "tools: " + ", ".join(t.get("name", "?") for t in result["tools"])
         calls = result.get("tool_calls") or []
         if calls:
             return "tool calls: " + ", ".join(_call(c.get("name", "?"), c.get("arguments", {})) for c in calls)
@@ -171,7 +175,7 @@ def timeline_bars(events: list[HistoryEvent]) -> list[Bar]:
                 "ActivityTaskTimedOut": "timed out", "ActivityTaskCanceled": "canceled"}
     for e in events:
         if e.kind == "ActivityTaskScheduled":
-            name = e.summary.split("(")[0] if e.activity == "execute_tool" and e.summary else e.activity
+            name = e.summary.split("(")[0] if e.activity in ("execute_tool", "call_mcp_tool") and e.summary else e.activity
             bars[e.id] = Bar(name, e.seconds)
         elif e.scheduled_id in bars:
             bar = bars[e.scheduled_id]
