@@ -74,6 +74,7 @@ class ToolSpec:
 class PlanInput:
     messages: list[ChatMessage]
     tools: list[ToolSpec] = field(default_factory=list)  # offered on top of the built-in tools
+    builtin_tools: bool = True  # False: only `tools` (a triage agent whose tools are other agents)
 
 
 @dataclass
@@ -176,9 +177,11 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-def parse_reply(message: dict[str, Any], model: str, extra_tools: tuple[str, ...] = ()) -> Plan:
+def parse_reply(message: dict[str, Any], model: str, extra_tools: tuple[str, ...] = (), builtins: bool = True) -> Plan:
     """Turn the model's assistant message into a Plan, or raise a non-retryable ModelReplyError.
-    `extra_tools`: names of the tools offered besides the built-in ones (PlanInput.tools)."""
+    `extra_tools`: names of the tools offered besides the built-in ones (PlanInput.tools); `builtins`: whether
+    the built-in tools were offered."""
+    offered = [*(tools.TOOLS if builtins else ()), *extra_tools]
     calls = message.get("tool_calls") or []
     if not calls:
         answer = (message.get("content") or "").strip()
@@ -200,12 +203,12 @@ def parse_reply(message: dict[str, Any], model: str, extra_tools: tuple[str, ...
         if name == "end_chat":
             plan.end_chat = True
             plan.answer = str(arguments.get("farewell") or message.get("content") or "Goodbye!")
-        elif name in tools.TOOLS or name in extra_tools:
+        elif name in offered:
             plan.tool_calls.append(ToolCall(id=str(raw.get("id") or f"call_{len(plan.tool_calls)}"),
                                             name=name, arguments=arguments))
         else:
             raise ApplicationError(f"the model asked for a tool that does not exist: {name!r} "
-                                   f"(available: {', '.join(sorted([*tools.TOOLS, *extra_tools]))})",
+                                   f"(available: {', '.join(sorted(offered))})",
                                    type=UNKNOWN_TOOL, non_retryable=True)
     if plan.end_chat:
         plan.tool_calls = []  # say goodbye; tools asked for in the same breath are not run
@@ -225,11 +228,12 @@ class AgentActivities:
     async def plan_next_action(self, input: PlanInput) -> Plan:
         """One model call: the conversation (as `context.py` bounds it) in, the next step out."""
         messages = [{"role": "system", "content": llm.SYSTEM_PROMPT}] + [m.to_openai() for m in input.messages]
-        specs = tools.tool_specs() + [t.spec() for t in input.tools] + [llm.END_CHAT_SPEC]
+        builtin = tools.tool_specs() if input.builtin_tools else []
+        specs = builtin + [t.spec() for t in input.tools] + [llm.END_CHAT_SPEC]
         triggers = {t.name: t.offline_trigger for t in input.tools if t.offline_trigger}
         try:
             async with heartbeating():
-                with llm.offline_triggers(triggers):
+                with llm.offline_triggers(triggers, builtins=input.builtin_tools):
                     reply = await llm.complete(messages, specs, self.config)
         except Exception as err:
             reason = redact_secrets(f"{type(err).__name__}: {err}")
@@ -239,7 +243,7 @@ class AgentActivities:
                                        type=MODEL_REQUEST_ERROR, non_retryable=True) from None
             # Outages, rate limits, timeouts: fail this attempt; Temporal retries with backoff.
             raise ApplicationError(f"the model call failed: {reason}", type=type(err).__name__) from None
-        return parse_reply(reply, self.config.model, tuple(t.name for t in input.tools))
+        return parse_reply(reply, self.config.model, tuple(t.name for t in input.tools), input.builtin_tools)
 
     @activity.defn
     async def execute_tool(self, input: ToolInput) -> ToolResult:

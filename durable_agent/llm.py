@@ -137,13 +137,14 @@ def extract_tool_calls(text: str) -> list[tuple[str, dict[str, str]]]:
     for pattern, symbol in _WORDS:  # "25 plus 17" -> "25 + 17"
         text = re.sub(pattern, f" {symbol} ", text, flags=re.I)
     found: list[tuple[int, str, dict[str, str]]] = []
-    for match in _WEATHER.finditer(text):
+    builtins = _BUILTINS.get()
+    for match in _WEATHER.finditer(text) if builtins else ():
         start = match.start(1)
         for part in re.split(r",|\band\b|\bor\b", match.group(1)):
             city = part.strip(" '\"")
             if city and not _NOT_A_CITY.search(city) and len(city.split()) <= 4:
                 found.append((start + match.group(1).find(part), "weather", {"city": city}))
-    for match in _ARITHMETIC_RUN.finditer(text):
+    for match in _ARITHMETIC_RUN.finditer(text) if builtins else ():
         expression = " ".join(match.group().split()).strip(" .")
         if _OPERATOR.search(expression):
             expression = _balance(expression)
@@ -176,16 +177,20 @@ def teach_offline_model(tool_name: str, trigger: str) -> None:
 # Tools offered for one request only (an MCP server's, another agent: PlanInput.tools), each with its trigger.
 # Set around one model call by the activity, read by the offline model in the same task: nothing global stays.
 _TRIGGERS: contextvars.ContextVar[dict[str, re.Pattern[str]]] = contextvars.ContextVar("offline_triggers", default={})
+_BUILTINS: contextvars.ContextVar[bool] = contextvars.ContextVar("offline_builtins", default=True)
 
 
 @contextlib.contextmanager
-def offline_triggers(triggers: dict[str, str]) -> Iterator[None]:
-    """For the model call made inside this block, the offline model also calls these tools ({name: trigger})."""
+def offline_triggers(triggers: dict[str, str], builtins: bool = True) -> Iterator[None]:
+    """For the model call made inside this block, the offline model also calls these tools ({name: trigger});
+    with `builtins=False` it does not call the built-in calculator and weather (they were not offered)."""
     token = _TRIGGERS.set({name: re.compile(trigger, re.I) for name, trigger in triggers.items()})
+    builtins_token = _BUILTINS.set(builtins)
     try:
         yield
     finally:
         _TRIGGERS.reset(token)
+        _BUILTINS.reset(builtins_token)
 
 
 def _request_triggers() -> dict[str, re.Pattern[str]]:
@@ -243,7 +248,7 @@ def _describe(name: str, args: dict[str, str], result: str) -> str:
             return f"I could not calculate {args['expression']}: {result.removeprefix('Error:').strip()}."
         return f"{args['expression']} = {result}."
     if name in TAUGHT_TOOLS or name in _request_triggers():
-        return f"{name}: {result}."
+        return f"{name}: {result.rstrip('.')}."
     if failed:
         return f"I could not get the weather for {args['city']}: {result.removeprefix('Error:').strip()}."
     return f"The weather in {result}."

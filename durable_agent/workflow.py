@@ -23,7 +23,8 @@ name starts with `_` is private and may change:
 - `async before_turn(text) -> AgentReply | None`: a step before the model is asked (run an activity, check
   the message). Return a reply to answer without the model; None goes on with the turn.
 - `model_tools() -> list[ToolSpec]`: tools offered to the model besides the built-in ones (an MCP server's,
-  another agent); `run_tool` runs them. Default: none.
+  another agent); `run_tool` runs them. Default: none. The class attribute `builtin_tools = False` offers
+  only these (a triage agent whose tools are other agents).
 - `async run_tool(call) -> ToolResult`: the tool step, one tool call (default: the `execute_tool` activity,
   a failure becoming an error result the model reads). `approval.py` asks a human first.
 - `after_turn(text, reply) -> AgentReply`: the end-of-turn decision. Return the reply, changed if you like;
@@ -170,6 +171,8 @@ class Transcript:
 
 @workflow.defn
 class DurableAgentWorkflow:
+    builtin_tools = True  # offer the model the built-in tools (tools.py); see model_tools()
+
     @workflow.init
     def __init__(self, input: ChatInput) -> None:
         self._messages: list[ChatMessage] = list(input.history)
@@ -358,7 +361,7 @@ class DurableAgentWorkflow:
 
     async def _plan(self) -> Plan:
         """Ask the model for the next step: an activity (default) or a local activity (ChatInput.model_call)."""
-        context = PlanInput(self._model_context(), self.model_tools())
+        context = PlanInput(self._model_context(), self.model_tools(), self.builtin_tools)
         if self._model_call == "local_activity":
             return await workflow.execute_local_activity_method(
                 AgentActivities.plan_next_action, context, **PLAN_LOCAL_ACTIVITY)

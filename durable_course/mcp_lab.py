@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from durable_agent.logs import silenced
 from durable_agent.mcp_tools import PLUGIN as MCP_PLUGIN
 from durable_agent.mcp_tools import McpServer, demo_server, mcp_plugin, start_mcp_chat
 
@@ -163,7 +164,8 @@ class McpLab:
 
     async def _report(self, what: str, chat: ChatSession, pending: asyncio.Task[Any], note: str,
                       keys: bool, before: int) -> McpCrashReport:
-        reply = await pending
+        with silenced():  # the failed attempt is in the report; no stray line under whichever cell runs then
+            reply = await pending
         history = await chat.handle.fetch_history()
         runs = activity_runs(history, self.faults.executions(chat.workflow_id))
         turn = [r for r in runs if int(r.activity_id) > 4]  # the note's turn: after list, plan, call, plan

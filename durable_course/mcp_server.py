@@ -126,8 +126,7 @@ def build_server(notes_file: str, pause_file: str | None = None, fail: str = "")
     server = MCPServer("course-notes")
 
     def add_note(text: str, idempotency_key: str = "") -> str:
-        """Save a note for the user (appends it to the notes file). Pass the same idempotency_key again and
-        the note is not saved twice."""
+        """Save a note for the user (appended to the notes file; a repeated idempotency_key is not saved twice)."""
         number, new = notes.add(text, idempotency_key)
         if pause.exists():
             _pause(pause, pid_file)
@@ -150,7 +149,7 @@ def build_server(notes_file: str, pause_file: str | None = None, fail: str = "")
                     structured_output=False,
                     meta={"offline_trigger": r"\b(?:note|remember)(?: that)?:?\s+(?P<text>[^.?!]+)"})
     server.add_tool(list_notes, annotations=ToolAnnotations(read_only_hint=True), structured_output=False,
-                    meta={"offline_trigger": r"\b(?P<all>my notes)\b"})
+                    meta={"offline_trigger": r"\bmy notes\b"})
     server.add_tool(convert_units, annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True),
                     structured_output=False,
                     meta={"offline_trigger": r"\bconvert\s+(?P<value>-?\d+(?:\.\d+)?)\s*(?P<from_unit>[a-z°]+)"
