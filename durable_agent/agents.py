@@ -28,10 +28,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from .activities import ChatMessage, ToolCall, ToolResult, ToolSpec
+    from .activities import AgentActivities, ChatMessage, ToolCall, ToolInput, ToolResult, ToolSpec
     from .config import settings
 
-from .workflow import AgentReply, ChatInput, DurableAgentWorkflow, Transcript, UserMessage
+from .workflow import TOOL_ACTIVITY, AgentReply, ChatInput, DurableAgentWorkflow, Transcript, UserMessage
 
 # A specialist's name -> the built-in tools it may use.
 SPECIALISTS: dict[str, list[str]] = {"math": ["calculator"], "weather": ["weather"]}
@@ -83,7 +83,13 @@ class SpecialistWorkflow(DurableAgentWorkflow):
         if call.name not in SPECIALISTS[self._specialist]:
             return ToolResult(call.id, call.name, f"Error: the {self._specialist} specialist has no {call.name} "
                                                   "tool", ok=False)
-        return await super().run_tool(call)
+        try:
+            return await workflow.execute_activity_method(AgentActivities.execute_tool, ToolInput(call),
+                                                          **TOOL_ACTIVITY)
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise  # the specialist was cancelled (by its parent, or an operator): stop here, cancelled
+            return ToolResult(call.id, call.name, f"Error: {err.cause.message if err.cause else err}", ok=False)
 
 
 @dataclass

@@ -841,3 +841,50 @@ async def check_idempotent_mcp_tool(lab: Any, server_file: str, tool: str = "add
                     "`idempotency_key: str = \"\"` to the tool function", takes_a_key)
     await criterion("ex7", "a retried call adds the item once", "before appending, look for an item with the "
                     "same non-empty key in the file; if there is one, answer without writing", retry_adds_once)
+
+
+# --- exercise 8: two specialists at once -------------------------------------------------------------------
+
+async def check_parallel_specialists(lab: Any, module: ModuleType) -> None:
+    """Exercise 8: the learner's workflow asks the math and the weather specialists (child workflows) and
+    returns both answers; the two children run at the same time. Read from the parent's event history: both
+    children started before either had answered."""
+    from durable_agent.agents import SpecialistWorkflow
+
+    found: dict[str, Any] = {}
+
+    async def run_once() -> tuple[list[Event], Any]:
+        if "events" not in found:
+            async def body(queue: str) -> None:
+                handle = await lab.client.start_workflow(
+                    module.BothSpecialistsWorkflow.run, module.TwoQuestions("What is 25 + 17?", "What's the weather in Paris?"),
+                    id=f"check-{uuid.uuid4().hex[:8]}", task_queue=queue)
+                found["result"] = await _result(handle, 45)
+                found["events"] = await _events(handle)
+
+            await _with_worker(lab.client, [module.BothSpecialistsWorkflow, SpecialistWorkflow], body)
+        return found["events"], found["result"]
+
+    async def both_answer() -> None:
+        events_, result = await run_once()
+        started = [e for e in events_ if e.kind == "StartChildWorkflowExecutionInitiated"]
+        if len(started) != 2:
+            raise NotYet(f"the workflow started {len(started)} child workflows, not 2 (one per specialist)")
+        text = " ".join(map(str, result)) if isinstance(result, (list, tuple)) else str(result)
+        if "42" not in text or "Paris" not in text:
+            raise NotYet(f"the result does not hold both answers (25 + 17 = 42, the weather in Paris): {text[:120]!r}")
+
+    async def at_once() -> None:
+        events_, _ = await run_once()
+        started = [e.id for e in events_ if e.kind == "StartChildWorkflowExecutionInitiated"]
+        answered = [e.id for e in events_ if e.kind == "ChildWorkflowExecutionCompleted"]
+        if len(started) < 2 or not answered:
+            raise NotYet("two specialists did not both answer: see the criterion above")
+        if started[1] > answered[0]:
+            raise NotYet("the second specialist started only after the first had answered: they ran one after "
+                         "the other")
+
+    await criterion("ex8", "both specialists answer, each a child workflow", "keep the two "
+                    "execute_child_workflow calls and return both answers' text", both_answer, guard=True)
+    await criterion("ex8", "the two specialists work at the same time", "start both children first, then "
+                    "wait for both: asyncio.gather(workflow.execute_child_workflow(...), ...)", at_once)
