@@ -43,6 +43,8 @@ UNSOLVED = {
     "ex5_human_approval": ["scheduled before anyone approved it", "ran although the reviewer said no",
                            "ran although nobody approved it"],
     "ex6_long_sessions": ["still on its first run"],
+    "ex7_idempotent_mcp_tool": [KEPT, "has no idempotency_key argument", "was added 2 times"],
+    "ex8_several_agents": [KEPT, "started only after the first had answered"],
 }
 
 
