@@ -169,8 +169,10 @@ class _Connection:
         try:
             self.client = await ready
         except BaseException as err:
+            said = self._stderr()
+            self.errlog.close()
             raise ApplicationError(f"the MCP server `{self.server.describe()}` could not be started: "
-                                   f"{_describe_error(err)}{self._stderr()}", type=MCP_START_FAILED) from None
+                                   f"{_describe_error(err)}{said}", type=MCP_START_FAILED) from None
 
     def _stderr(self) -> str:
         with contextlib.suppress(Exception):
