@@ -59,8 +59,25 @@ class ChatMessage:
 
 
 @dataclass
+class ToolSpec:
+    """A tool offered to the model besides the built-in ones (an MCP server's tool, another agent), by the
+    workflow's `model_tools()` extension point. The workflow runs it in its `run_tool`."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments
+    offline_trigger: str = ""  # for the offline model, which cannot read a description (llm.teach_offline_model)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+@dataclass
 class PlanInput:
     messages: list[ChatMessage]
+    tools: list[ToolSpec] = field(default_factory=list)  # offered on top of the built-in tools
+    builtin_tools: bool = True  # False: only `tools` (a triage agent whose tools are other agents)
     stream: bool = False  # stream the reply's text to the workflow's stream as it comes (streaming.py)
 
 
@@ -206,8 +223,11 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-def parse_reply(message: dict[str, Any], model: str) -> Plan:
-    """Turn the model's assistant message into a Plan, or raise a non-retryable ModelReplyError."""
+def parse_reply(message: dict[str, Any], model: str, extra_tools: tuple[str, ...] = (), builtins: bool = True) -> Plan:
+    """Turn the model's assistant message into a Plan, or raise a non-retryable ModelReplyError.
+    `extra_tools`: names of the tools offered besides the built-in ones (PlanInput.tools); `builtins`: whether
+    the built-in tools were offered."""
+    offered = [*(tools.TOOLS if builtins else ()), *extra_tools]
     calls = message.get("tool_calls") or []
     if not calls:
         answer = (message.get("content") or "").strip()
@@ -229,12 +249,12 @@ def parse_reply(message: dict[str, Any], model: str) -> Plan:
         if name == "end_chat":
             plan.end_chat = True
             plan.answer = str(arguments.get("farewell") or message.get("content") or "Goodbye!")
-        elif name in tools.TOOLS:
+        elif name in offered:
             plan.tool_calls.append(ToolCall(id=str(raw.get("id") or f"call_{len(plan.tool_calls)}"),
                                             name=name, arguments=arguments))
         else:
             raise ApplicationError(f"the model asked for a tool that does not exist: {name!r} "
-                                   f"(available: {', '.join(sorted(tools.TOOLS))})",
+                                   f"(available: {', '.join(sorted(offered))})",
                                    type=UNKNOWN_TOOL, non_retryable=True)
     if plan.end_chat:
         plan.tool_calls = []  # say goodbye; tools asked for in the same breath are not run
@@ -254,16 +274,19 @@ class AgentActivities:
     async def plan_next_action(self, input: PlanInput) -> Plan:
         """One model call: the conversation (as `context.py` bounds it) in, the next step out."""
         messages = [{"role": "system", "content": llm.SYSTEM_PROMPT}] + [m.to_openai() for m in input.messages]
+        builtin = tools.tool_specs() if input.builtin_tools else []
+        specs = builtin + [t.spec() for t in input.tools] + [llm.END_CHAT_SPEC]
+        triggers = {t.name: t.offline_trigger for t in input.tools if t.offline_trigger}
         try:
             async with heartbeating():
-                specs = tools.tool_specs() + [llm.END_CHAT_SPEC]
-                if input.stream:
-                    from .streaming import ReplyPublisher
+                with llm.offline_triggers(triggers, builtins=input.builtin_tools):
+                    if input.stream:
+                        from .streaming import ReplyPublisher
 
-                    async with ReplyPublisher() as publish:
-                        reply = await llm.complete_streaming(messages, specs, self.config, publish)
-                else:
-                    reply = await llm.complete(messages, specs, self.config)
+                        async with ReplyPublisher() as publish:
+                            reply = await llm.complete_streaming(messages, specs, self.config, publish)
+                    else:
+                        reply = await llm.complete(messages, specs, self.config)
         except Exception as err:
             reason = redact_secrets(f"{type(err).__name__}: {err}")
             names = {cls.__name__ for cls in type(err).__mro__}
@@ -275,7 +298,7 @@ class AgentActivities:
             wait = retry_after_seconds(err)
             raise ApplicationError(f"the model call failed: {reason}", type=type(err).__name__,
                                    next_retry_delay=timedelta(seconds=wait) if wait is not None else None) from None
-        return parse_reply(reply, self.config.model)
+        return parse_reply(reply, self.config.model, tuple(t.name for t in input.tools), input.builtin_tools)
 
     @activity.defn
     async def execute_tool(self, input: ToolInput) -> ToolResult:

@@ -12,6 +12,8 @@ with backoff, and records every attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import os
 import re
@@ -19,7 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .config import OFFLINE_MODEL
 
@@ -179,18 +181,19 @@ def extract_tool_calls(text: str) -> list[tuple[str, dict[str, str]]]:
     for pattern, symbol in _WORDS:  # "25 plus 17" -> "25 + 17"
         text = re.sub(pattern, f" {symbol} ", text, flags=re.I)
     found: list[tuple[int, str, dict[str, str]]] = []
-    for match in _WEATHER.finditer(text):
+    builtins = _BUILTINS.get()
+    for match in _WEATHER.finditer(text) if builtins else ():
         start = match.start(1)
         for part in re.split(r",|\band\b|\bor\b", match.group(1)):
             city = part.strip(" '\"")
             if city and not _NOT_A_CITY.search(city) and len(city.split()) <= 4:
                 found.append((start + match.group(1).find(part), "weather", {"city": city}))
-    for match in _ARITHMETIC_RUN.finditer(text):
+    for match in _ARITHMETIC_RUN.finditer(text) if builtins else ():
         expression = " ".join(match.group().split()).strip(" .")
         if _OPERATOR.search(expression):
             expression = _balance(expression)
             found.append((match.start(), "calculator", {"expression": expression}))
-    for name, trigger in TAUGHT_TOOLS.items():  # tools taught with teach_offline_model()
+    for name, trigger in {**TAUGHT_TOOLS, **_request_triggers()}.items():  # taught tools, this request's tools
         for match in trigger.finditer(original):
             found.append((match.start(), name, {k: v.strip() for k, v in match.groupdict().items() if v}))
     return [(name, args) for _, name, args in sorted(found, key=lambda item: item[0])]
@@ -213,6 +216,29 @@ def teach_offline_model(tool_name: str, trigger: str) -> None:
         raise ValueError(f"the trigger {trigger!r} has no named groups (?P<argument>...), so the tool would "
                          "get no arguments")
     TAUGHT_TOOLS[tool_name] = pattern
+
+
+# Tools offered for one request only (an MCP server's, another agent: PlanInput.tools), each with its trigger.
+# Set around one model call by the activity, read by the offline model in the same task: nothing global stays.
+_TRIGGERS: contextvars.ContextVar[dict[str, re.Pattern[str]]] = contextvars.ContextVar("offline_triggers", default={})
+_BUILTINS: contextvars.ContextVar[bool] = contextvars.ContextVar("offline_builtins", default=True)
+
+
+@contextlib.contextmanager
+def offline_triggers(triggers: dict[str, str], builtins: bool = True) -> Iterator[None]:
+    """For the model call made inside this block, the offline model also calls these tools ({name: trigger});
+    with `builtins=False` it does not call the built-in calculator and weather (they were not offered)."""
+    token = _TRIGGERS.set({name: re.compile(trigger, re.I) for name, trigger in triggers.items()})
+    builtins_token = _BUILTINS.set(builtins)
+    try:
+        yield
+    finally:
+        _TRIGGERS.reset(token)
+        _BUILTINS.reset(builtins_token)
+
+
+def _request_triggers() -> dict[str, re.Pattern[str]]:
+    return _TRIGGERS.get()
 
 
 def _balance(expression: str) -> str:
@@ -265,8 +291,8 @@ def _describe(name: str, args: dict[str, str], result: str) -> str:
         if failed:
             return f"I could not calculate {args['expression']}: {result.removeprefix('Error:').strip()}."
         return f"{args['expression']} = {result}."
-    if name in TAUGHT_TOOLS:
-        return f"{name}: {result}."
+    if name in TAUGHT_TOOLS or name in _request_triggers():
+        return f"{name}: {result.rstrip('.')}."
     if failed:
         return f"I could not get the weather for {args['city']}: {result.removeprefix('Error:').strip()}."
     return f"The weather in {result}."

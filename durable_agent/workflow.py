@@ -26,6 +26,9 @@ name starts with `_` is private and may change:
 
 - `async before_turn(text) -> AgentReply | None`: a step before the model is asked (run an activity, check
   the message). Return a reply to answer without the model; None goes on with the turn.
+- `model_tools() -> list[ToolSpec]`: tools offered to the model besides the built-in ones (an MCP server's,
+  another agent); `run_tool` runs them. Default: none. The class attribute `builtin_tools = False` offers
+  only these (a triage agent whose tools are other agents).
 - `async run_tool(call) -> ToolResult`: the tool step, one tool call (default: the `execute_tool` activity,
   a failure becoming an error result the model reads). `approval.py` asks a human first.
 - `after_turn(text, reply) -> AgentReply`: the end-of-turn decision. Return the reply, changed if you like;
@@ -49,7 +52,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from .activities import (
         MODEL_REPLY_ERROR, MODEL_REQUEST_ERROR, UNKNOWN_TOOL,
-        AgentActivities, ChatMessage, Plan, PlanInput, ToolCall, ToolInput, ToolResult,
+        AgentActivities, ChatMessage, Plan, PlanInput, ToolCall, ToolInput, ToolResult, ToolSpec,
     )
     from .context import model_context, summarize, summary_message, window
 
@@ -174,6 +177,8 @@ class Transcript:
 
 @workflow.defn
 class DurableAgentWorkflow:
+    builtin_tools = True  # offer the model the built-in tools (tools.py); see model_tools()
+
     @workflow.init
     def __init__(self, input: ChatInput) -> None:
         self._messages: list[ChatMessage] = list(input.history)
@@ -241,6 +246,10 @@ class DurableAgentWorkflow:
     async def before_turn(self, text: str) -> AgentReply | None:
         """Before the model is asked: return a reply to answer without it, None to go on."""
         return None
+
+    def model_tools(self) -> list[ToolSpec]:
+        """Tools offered to the model besides the built-in ones; `run_tool` must know how to run them."""
+        return []
 
     async def run_tool(self, call: ToolCall) -> ToolResult:
         """Run one tool call as an activity; a failure becomes an error result the model can read."""
@@ -361,7 +370,8 @@ class DurableAgentWorkflow:
 
     async def _plan(self) -> Plan:
         """Ask the model for the next step: an activity (default) or a local activity (ChatInput.model_call)."""
-        context = PlanInput(self._model_context(), stream=self._stream_replies)
+        context = PlanInput(self._model_context(), self.model_tools(), self.builtin_tools,
+                            stream=self._stream_replies)
         if self._model_call == "local_activity":
             return await workflow.execute_local_activity_method(
                 AgentActivities.plan_next_action, context, **PLAN_LOCAL_ACTIVITY)

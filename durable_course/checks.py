@@ -1028,3 +1028,155 @@ async def check_streaming(lab: Any, module: ModuleType) -> None:
 
 def _short_text(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
+# --- exercise 7: an MCP tool that is safe to retry ---------------------------------------------------------
+
+def _lose_first_reply() -> Any:
+    """A worker interceptor for the check: the first attempt of each MCP tool call runs for real, then its
+    reply is dropped, as if the worker had died just after the server acted. Temporal retries the call."""
+    from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+
+    class Drop(ActivityInboundInterceptor):
+        async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+            result = await self.next.execute_activity(input)
+            info = activity.info()
+            if info.activity_type == "call_mcp_tool" and info.attempt == 1:
+                raise ApplicationError("the check dropped this reply (a simulated crash after the server acted)")
+            return result
+
+    class LoseFirstReply(Interceptor):
+        def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+            return Drop(next)
+
+    return LoseFirstReply()
+
+
+def _items(path: Path, text: str) -> int:
+    import json
+
+    if not path.exists():
+        return 0
+    count_ = 0
+    for line in path.read_text().splitlines():
+        try:
+            count_ += json.loads(line).get("text") == text
+        except (ValueError, AttributeError):
+            continue
+    return count_
+
+
+async def check_idempotent_mcp_tool(lab: Any, server_file: str, tool: str = "add_todo") -> None:
+    """Exercise 7: the learner's MCP server's `add_todo` is called by the agent, takes an idempotency key, and
+    a retried call (first reply lost, the call run again by Temporal) adds the item once. What was added is
+    read from the server's own file, what ran from the event history."""
+    import tempfile
+
+    from durable_agent.logs import silenced
+    from durable_agent.mcp_tools import McpAgentWorkflow, McpServer, mcp_plugin, start_mcp_chat
+    from durable_agent.worker import create_worker
+
+    script = Path(server_file).resolve()
+    folder = Path(tempfile.mkdtemp(prefix="check-ex7-"))
+
+    async def chat_with_server(body: Callable[[ChatSession, Path], Awaitable[None]], lose_reply: bool) -> None:
+        queue, store = _queue(), folder / f"{uuid.uuid4().hex[:6]}.jsonl"
+        interceptors = [_lose_first_reply()] if lose_reply else []
+        worker = create_worker(lab.client, task_queue=queue, plugins=[mcp_plugin()], interceptors=interceptors)
+        with silenced():  # the dropped reply is on purpose: no line about it
+            async with worker:
+                chat = await start_mcp_chat(lab.client, McpServer(sys.executable, [str(script), "--file", str(store)]),
+                                            task_queue=queue)
+                await body(chat, store)
+
+    def calls(events: list[Event]) -> list[Activity]:
+        return [a for a in recorded_activities(events) if a.type == "call_mcp_tool"]
+
+    async def agent_calls_it() -> None:
+        async def body(chat: ChatSession, store: Path) -> None:
+            reply = await _send(chat, "Todo: water the plants", 45)
+            if not calls(await _events(chat.handle)):
+                raise NotYet(f"the agent answered without calling {tool} through the MCP server: {reply.text[:90]!r}")
+            if _items(store, "water the plants") != 1:
+                raise NotYet(f"the server's file holds {_items(store, 'water the plants')} items "
+                             "'water the plants', not 1")
+
+        await chat_with_server(body, lose_reply=False)
+
+    async def takes_a_key() -> None:
+        async def body(chat: ChatSession, store: Path) -> None:
+            await _send(chat, "Hello", 45)
+            listed = {t.name: t for t in await chat.handle.query(McpAgentWorkflow.mcp_tools)}
+            if tool not in listed:
+                raise NotYet(f"the server lists no tool {tool!r} (it lists: {', '.join(listed) or 'nothing'})")
+            if not listed[tool].takes_key:
+                raise NotYet(f"{tool} has no idempotency_key argument, so the agent cannot send a key "
+                             f"(its arguments: {', '.join(listed[tool].parameters.get('properties') or {})})")
+
+        await chat_with_server(body, lose_reply=False)
+
+    async def retry_adds_once() -> None:
+        async def body(chat: ChatSession, store: Path) -> None:
+            await _send(chat, "Todo: pay the rent", 60)
+            runs = calls(await _events(chat.handle))
+            if not runs or runs[0].attempt < 2:
+                raise NotYet(f"the call was not retried ({len(runs)} call_mcp_tool activities): "
+                             "the check could not test a retry")
+            added = _items(store, "pay the rent")
+            if added != 1:
+                raise NotYet(f"the call ran twice (its first reply was lost) and 'pay the rent' was added {added} "
+                             "times")
+
+        await chat_with_server(body, lose_reply=True)
+
+    await criterion("ex7", f"the agent calls {tool} through your MCP server", "keep the tool's offline_trigger "
+                    "and its name; run the server file on its own to see its errors", agent_calls_it, guard=True)
+    await criterion("ex7", f"{tool} takes an idempotency_key argument", "add a parameter "
+                    "`idempotency_key: str = \"\"` to the tool function", takes_a_key)
+    await criterion("ex7", "a retried call adds the item once", "before appending, look for an item with the "
+                    "same non-empty key in the file; if there is one, answer without writing", retry_adds_once)
+
+
+# --- exercise 8: two specialists at once -------------------------------------------------------------------
+
+async def check_parallel_specialists(lab: Any, module: ModuleType) -> None:
+    """Exercise 8: the learner's workflow asks the math and the weather specialists (child workflows) and
+    returns both answers; the two children run at the same time. Read from the parent's event history: both
+    children started before either had answered."""
+    from durable_agent.agents import SpecialistWorkflow
+
+    found: dict[str, Any] = {}
+
+    async def run_once() -> tuple[list[Event], Any]:
+        if "events" not in found:
+            async def body(queue: str) -> None:
+                handle = await lab.client.start_workflow(
+                    module.BothSpecialistsWorkflow.run, module.TwoQuestions("What is 25 + 17?", "What's the weather in Paris?"),
+                    id=f"check-{uuid.uuid4().hex[:8]}", task_queue=queue)
+                found["result"] = await _result(handle, 45)
+                found["events"] = await _events(handle)
+
+            await _with_worker(lab.client, [module.BothSpecialistsWorkflow, SpecialistWorkflow], body)
+        return found["events"], found["result"]
+
+    async def both_answer() -> None:
+        events_, result = await run_once()
+        started = [e for e in events_ if e.kind == "StartChildWorkflowExecutionInitiated"]
+        if len(started) != 2:
+            raise NotYet(f"the workflow started {len(started)} child workflows, not 2 (one per specialist)")
+        text = " ".join(map(str, result)) if isinstance(result, (list, tuple)) else str(result)
+        if "42" not in text or "Paris" not in text:
+            raise NotYet(f"the result does not hold both answers (25 + 17 = 42, the weather in Paris): {text[:120]!r}")
+
+    async def at_once() -> None:
+        events_, _ = await run_once()
+        started = [e.id for e in events_ if e.kind == "StartChildWorkflowExecutionInitiated"]
+        answered = [e.id for e in events_ if e.kind == "ChildWorkflowExecutionCompleted"]
+        if len(started) < 2 or not answered:
+            raise NotYet("two specialists did not both answer: see the criterion above")
+        if started[1] > answered[0]:
+            raise NotYet("the second specialist started only after the first had answered: they ran one after "
+                         "the other")
+
+    await criterion("ex8", "both specialists answer, each a child workflow", "keep the two "
+                    "execute_child_workflow calls and return both answers' text", both_answer, guard=True)
+    await criterion("ex8", "the two specialists work at the same time", "start both children first, then "
+                    "wait for both: asyncio.gather(workflow.execute_child_workflow(...), ...)", at_once)

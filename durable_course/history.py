@@ -123,12 +123,14 @@ def _summary(kind: str, d: Any, activity: str) -> str:
         return f"result: {transcript!r}" if isinstance(transcript, str) else "completed"
     if kind == "ActivityTaskScheduled":
         payload = (_values(d.input) or [{}])[0]
-        if activity == "execute_tool" and isinstance(payload, dict):
+        if isinstance(payload, dict) and "call" in payload:  # execute_tool, call_mcp_tool
             call = payload.get("call", {})
             return _call(call.get("name", "?"), call.get("arguments", {}))
         framework = _framework_request(payload, activity)
         if framework:
             return framework
+        if isinstance(payload, dict) and "server" in payload:  # list_mcp_tools
+            return "MCP tools/list"
         if isinstance(payload, dict) and "messages" in payload:
             count = len(payload["messages"])
             return f"{count} message{'s' if count != 1 else ''} to the model"
@@ -144,6 +146,8 @@ def _summary(kind: str, d: Any, activity: str) -> str:
             return framework
         if "output" in result:  # a ToolResult
             return result["output"]
+        if "tools" in result and "server" in result:  # an MCP server's tool listing
+            return "tools: " + ", ".join(t.get("name", "?") for t in result["tools"])
         calls = result.get("tool_calls") or []
         if calls:
             return "tool calls: " + ", ".join(_call(c.get("name", "?"), c.get("arguments", {})) for c in calls)
@@ -152,6 +156,18 @@ def _summary(kind: str, d: Any, activity: str) -> str:
         return d.failure.message if d.HasField("failure") else ""
     if kind == "WorkflowTaskTimedOut":
         return "the worker did not finish the workflow task in time"
+    if kind == "StartChildWorkflowExecutionInitiated":
+        return f"start child {d.workflow_id} ({d.workflow_type.name})"
+    if kind == "ChildWorkflowExecutionStarted":
+        return f"child {d.workflow_execution.workflow_id} started"
+    if kind == "ChildWorkflowExecutionCompleted":
+        reply = (_values(d.result) or [{}])[0]
+        text = reply.get("text", "") if isinstance(reply, dict) else ""
+        return f"child {d.workflow_execution.workflow_id} answered: {text!r}"
+    if kind == "ChildWorkflowExecutionCanceled":
+        return f"child {d.workflow_execution.workflow_id} was cancelled"
+    if kind in ("ChildWorkflowExecutionFailed", "ChildWorkflowExecutionTimedOut", "ChildWorkflowExecutionTerminated"):
+        return f"child {d.workflow_execution.workflow_id}: {kind.removeprefix('ChildWorkflowExecution').lower()}"
     return ""
 
 
@@ -221,7 +237,7 @@ def timeline_bars(events: list[HistoryEvent]) -> list[Bar]:
                 "ActivityTaskTimedOut": "timed out", "ActivityTaskCanceled": "canceled"}
     for e in events:
         if e.kind == "ActivityTaskScheduled":
-            name = e.summary.split("(")[0] if e.activity == "execute_tool" and e.summary else e.activity
+            name = e.summary.split("(")[0] if e.activity in ("execute_tool", "call_mcp_tool") and e.summary else e.activity
             bars[e.id] = Bar(name, e.seconds)
         elif e.scheduled_id in bars:
             bar = bars[e.scheduled_id]
@@ -336,3 +352,69 @@ async def history_timeline(chat: ChatSession | WorkflowHandle | WorkflowHistory)
     history = await fetch_history(chat)
     events = decode_events(history)
     return Timeline(history.workflow_id, timeline_bars(events), timeline_figure(events, f"Chat {history.workflow_id}"))
+
+
+# --- several agents: a workflow and its children, as a tree -------------------------------------------------
+
+@dataclass
+class WorkflowNode:
+    """One workflow of a tree: its id and type, how it ended (as its parent recorded it), and its children."""
+
+    workflow_id: str
+    workflow_type: str
+    outcome: str  # "running", "completed", "canceled", "failed", ...
+    activities: list[str]
+    children: list["WorkflowNode"]
+
+    def lines(self, prefix: str = "", last: bool = True, root: bool = True) -> list[str]:
+        branch = "" if root else ("└── " if last else "├── ")
+        counts: dict[str, int] = {}
+        for name in self.activities:
+            counts[name] = counts.get(name, 0) + 1
+        acts = ", ".join(f"{n} {name}" for name, n in counts.items()) or "no activities"
+        out = [f"{prefix}{branch}{self.workflow_id}  {self.workflow_type}  {self.outcome}  ({acts})"]
+        inner = prefix + ("" if root else ("    " if last else "│   "))
+        for i, child in enumerate(self.children):
+            out.extend(child.lines(inner, i == len(self.children) - 1, False))
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    __repr__ = __str__
+
+
+_CHILD_OUTCOMES = {"ChildWorkflowExecutionCompleted": "completed", "ChildWorkflowExecutionCanceled": "canceled",
+                   "ChildWorkflowExecutionFailed": "failed", "ChildWorkflowExecutionTimedOut": "timed out",
+                   "ChildWorkflowExecutionTerminated": "terminated"}
+
+
+async def history_tree(chat: ChatSession | WorkflowHandle, client: Any = None) -> WorkflowNode:
+    """A workflow and the child workflows it started (recursively), each read from its own event history:
+    the same tree the Temporal UI shows on the parent's page."""
+    handle = chat.handle if isinstance(chat, ChatSession) else chat
+    client = client or handle._client  # noqa: SLF001 (a handle knows its client)
+    history = await fetch_history(handle)
+    return await _node(client, history, "running")
+
+
+async def _node(client: Any, history: WorkflowHistory, outcome: str) -> WorkflowNode:
+    events = read(history)
+    kind = next((e.details.workflow_type.name for e in events if e.kind == "WorkflowExecutionStarted"), "?")
+    started: dict[int, str] = {}
+    ended: dict[str, str] = {}
+    for e in events:
+        if e.kind == "StartChildWorkflowExecutionInitiated":
+            started[e.id] = e.details.workflow_id
+        elif e.kind in _CHILD_OUTCOMES:
+            ended[e.details.workflow_execution.workflow_id] = _CHILD_OUTCOMES[e.kind]
+    last = events[-1].kind if events else ""
+    if last.startswith("WorkflowExecution") and last.removeprefix("WorkflowExecution").lower() in (
+            "completed", "failed", "canceled", "terminated", "timedout", "continuedasnew"):
+        outcome = last.removeprefix("WorkflowExecution").lower()
+    children = []
+    for child_id in started.values():
+        child_history = await client.get_workflow_handle(child_id).fetch_history()
+        children.append(await _node(client, child_history, ended.get(child_id, "running")))
+    activities = [e.activity for e in events if e.kind == "ActivityTaskScheduled"]
+    return WorkflowNode(history.workflow_id, kind, outcome, activities, children)
