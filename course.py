@@ -3,6 +3,7 @@
 
     python3 course.py lab     # create .venv if needed, install the pinned packages, open JupyterLab
     python3 course.py test    # the same set-up, then run the whole test suite (extra args go to pytest)
+    python3 course.py setup   # only the set-up (a codespace runs this once: .devcontainer/)
 
 `lab` passes its other arguments to JupyterLab (`--port 8899`, `--no-browser`), and runs the course's
 Temporal server beside it (chats kept in `.course/temporal.db`; Web UI at http://127.0.0.1:8233, or the next

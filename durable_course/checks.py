@@ -385,10 +385,10 @@ class FlakyModelWorkflow:
             return FlakyOutcome(False, attempts, describe_error(cause or err))
 
 
-async def check_retry_policy(lab: Any, options: dict[str, Any]) -> None:
+async def check_retry_policy(lab: Any, options: dict[str, Any], *, budget: float = TIME_BUDGET.total_seconds()) -> None:
     """Exercise 2: the options survive a flaky API within the time budget and give up on a rejected key.
-    Each criterion runs the stand-in model call with the options and reads the activity's history."""
-    budget = TIME_BUDGET.total_seconds()
+    Each criterion runs the stand-in model call with the options and reads the activity's history.
+    The budget is bound when this module is (re)loaded (a default argument), so code run later cannot move it."""
 
     async def run_flaky(failures: int, error_type: str) -> Activity:
         spec = RetrySpec.from_options(options)
@@ -477,20 +477,22 @@ async def _ended_by_the_workflow(lab: Any, handle: WorkflowHandle, turns: int) -
     return history
 
 
-async def check_chat_ending(lab: Any, workflow_class: type) -> None:
-    """Exercise 3: the chat ends after MAX_TURNS turns or on the word KEYWORD, and replays deterministically."""
+async def check_chat_ending(lab: Any, workflow_class: type, *, max_turns: int = MAX_TURNS,
+                            keyword: str = KEYWORD) -> None:
+    """Exercise 3: the chat ends after `max_turns` turns or on the word `keyword`, and replays deterministically.
+    Both are bound when this module is (re)loaded, so neither the learner's module nor code run later moves them."""
     histories: list[Any] = []
 
     async def after_turns() -> None:
         async def body(queue: str) -> None:
             chat = await _start_chat(lab, workflow_class, queue)
-            for turn in range(1, MAX_TURNS + 1):
+            for turn in range(1, max_turns + 1):
                 reply = await _send(chat, f"What is {turn} + {turn}?")
-                if reply.chat_ended and turn < MAX_TURNS:
-                    raise NotYet(f"the chat ended after {turn} turn(s), before {MAX_TURNS}")
+                if reply.chat_ended and turn < max_turns:
+                    raise NotYet(f"the chat ended after {turn} turn(s), before {max_turns}")
             if not reply.chat_ended:
-                raise NotYet(f"after {MAX_TURNS} turns the reply's chat_ended is still False")
-            histories.append(await _ended_by_the_workflow(lab, chat.handle, MAX_TURNS))
+                raise NotYet(f"after {max_turns} turns the reply's chat_ended is still False")
+            histories.append(await _ended_by_the_workflow(lab, chat.handle, max_turns))
 
         await _with_worker(lab.client, [workflow_class], body)
 
@@ -500,9 +502,9 @@ async def check_chat_ending(lab: Any, workflow_class: type) -> None:
             first = await _send(chat, "What is 2 + 2?")
             if first.chat_ended:
                 raise NotYet("the chat ended after 'What is 2 + 2?', which does not contain the word")
-            reply = await _send(chat, f"Please {KEYWORD} now")
+            reply = await _send(chat, f"Please {keyword} now")
             if not reply.chat_ended:
-                raise NotYet(f"the reply to 'Please {KEYWORD} now' did not end the chat")
+                raise NotYet(f"the reply to 'Please {keyword} now' did not end the chat")
             histories.append(await _ended_by_the_workflow(lab, chat.handle, 2))
 
         await _with_worker(lab.client, [workflow_class], body)
@@ -515,10 +517,10 @@ async def check_chat_ending(lab: Any, workflow_class: type) -> None:
             if error:
                 raise NotYet(f"replaying a finished chat fails: {error}")
 
-    await criterion("ex3", f"the chat ends by itself after {MAX_TURNS} turns",
+    await criterion("ex3", f"the chat ends by itself after {max_turns} turns",
                     "in after_turn(text, reply), compare self.turns with MAX_TURNS and set "
                     "reply.chat_ended = True", after_turns)
-    await criterion("ex3", f"a message containing the word {KEYWORD!r} ends the chat",
+    await criterion("ex3", f"a message containing the word {keyword!r} ends the chat",
                     "look at the message text, which is part of the history (never at the clock)", on_keyword)
     await criterion("ex3", "the ending is deterministic: finished chats replay cleanly",
                     "decide only from the workflow's own state (turns, messages); no time, random or I/O",
@@ -591,7 +593,8 @@ async def _first_task_done(handle: WorkflowHandle) -> list[Any]:
 APPROVAL_WAIT_SECONDS = 1.0  # exercise 5's "nobody answers" request: the checker's timeout, not the module's
 
 
-async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_file") -> None:
+async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_file", *,
+                         approval_wait: float = APPROVAL_WAIT_SECONDS) -> None:
     """Exercise 5: the dangerous tool waits for an `approve` signal; yes runs it, no and silence do not.
     Whether the tool ran is read from the history (execute_tool activities), never from the outcome the
     learner's workflow returns."""
@@ -653,7 +656,7 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
 
     async def silence() -> None:
         async def body(queue: str) -> None:
-            handle = await start(queue, timeout_seconds=APPROVAL_WAIT_SECONDS)
+            handle = await start(queue, timeout_seconds=approval_wait)
             await _result(handle, seconds=20)
             events = await _events(handle)
             if tool_runs(events):
@@ -661,8 +664,8 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
             timers = [e.details.start_to_fire_timeout.ToTimedelta().total_seconds()
                       for e in events if e.kind == "TimerStarted"]
             fired = count(events, "TimerFired")
-            if APPROVAL_WAIT_SECONDS not in timers or not fired:
-                raise NotYet(f"the workflow did not wait out the request's {APPROVAL_WAIT_SECONDS:g} s: the history "
+            if approval_wait not in timers or not fired:
+                raise NotYet(f"the workflow did not wait out the request's {approval_wait:g} s: the history "
                              "has no timer of that length that fired")
 
         await _with_worker(lab.client, [module.GuardedToolWorkflow], body)
@@ -683,8 +686,8 @@ async def check_approval(lab: Any, module: ModuleType, tool_name: str = "delete_
 TURNS_PER_RUN = 3  # exercise 6: the checker's number, not the module's
 
 
-async def check_continue_as_new(lab: Any, workflow_class: type) -> None:
-    """Exercise 6: after TURNS_PER_RUN turns the chat continues as new, carrying a summary, same chat id.
+async def check_continue_as_new(lab: Any, workflow_class: type, *, turns_per_run: int = TURNS_PER_RUN) -> None:
+    """Exercise 6: after `turns_per_run` turns the chat continues as new, carrying a summary, same chat id.
     Read from the histories: the first run ends in continue-as-new, and the new run's input is a summary."""
 
     async def continues() -> None:
@@ -693,19 +696,19 @@ async def check_continue_as_new(lab: Any, workflow_class: type) -> None:
             first_run = chat.handle.result_run_id
             latest = lab.client.get_workflow_handle(chat.workflow_id)  # no run id: always the latest run
             session = ChatSession(latest)
-            for turn in range(1, TURNS_PER_RUN + 1):
+            for turn in range(1, turns_per_run + 1):
                 await _send(session, f"What is {turn} * 10?")
             if not await _new_run(latest, first_run):
-                raise NotYet(f"after {TURNS_PER_RUN} turns the chat is still on its first run")
+                raise NotYet(f"after {turns_per_run} turns the chat is still on its first run")
             first_events = await _events(lab.client.get_workflow_handle(chat.workflow_id, run_id=first_run))
             if count(first_events, "WorkflowExecutionCompleted"):
                 raise NotYet("the first run completed instead of continuing as new")
             answered = count(first_events, "WorkflowExecutionUpdateCompleted")
             if not count(first_events, "WorkflowExecutionContinuedAsNew"):
                 raise NotYet("the first run ended without continuing as new")
-            if answered != TURNS_PER_RUN:
+            if answered != turns_per_run:
                 raise NotYet(f"the first run answered {answered} messages before continuing as new, "
-                             f"not {TURNS_PER_RUN}")
+                             f"not {turns_per_run}")
             reply = await _send(session, "What is 4 * 10?")
             if "40" not in reply.text:
                 raise NotYet(f"the new run did not answer the next message properly: {reply.text!r}")
@@ -721,7 +724,7 @@ async def check_continue_as_new(lab: Any, workflow_class: type) -> None:
 
         await _with_worker(lab.client, [workflow_class], body)
 
-    await criterion("ex6", f"after {TURNS_PER_RUN} turns the chat continues as new, carrying a summary",
+    await criterion("ex6", f"after {turns_per_run} turns the chat continues as new, carrying a summary",
                     "run_is_full(): True once self.turns_this_run reaches TURNS_PER_RUN; next_run_input(carried): "
                     "ChatInput(carried.max_steps_per_turn, history=[summarize(self.messages)])", continues)
 

@@ -6,7 +6,7 @@
 
 What changes by itself on every run and is dropped: each cell's `metadata.execution` timestamps, the saved
 widget state (`metadata.widgets`, tens of KB) and the widget views' model ids in outputs (a widget is shown
-live by the kernel; nbval compares its text form, which stays). Kept: outputs, execution counts, cell tags.
+live by the kernel; nbval compares its text form, which stays). Kept: outputs, execution counts, cell tags and nbgrader metadata.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("notebooks", "solutions", "exercises")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-KEPT_CELL_METADATA = ("tags",)
+KEPT_CELL_METADATA = ("tags", "nbgrader")  # nbgrader: the exercises' cell roles (durable_course/grading.py)
 
 
 def committed() -> list[Path]:

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
-from durable_course import checks, exercises
-from durable_course.checks import GUARD_NOTE, CheckResult, NotYet
+from durable_course import checks, exercises, grading
+from durable_course.checks import GUARD_NOTE, NotYet
 from durable_course.exercises import SolutionMarkerError, strip_code
 from durable_agent.llm import TAUGHT_TOOLS, extract_tool_calls, teach_offline_model
 
@@ -116,19 +116,15 @@ def test_unpaired_markers_are_a_clear_error(source, problem):
 # --- reading check results ------------------------------------------------------------------------------------
 
 
-def test_results_are_read_back_from_printed_check_lines():
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("await checks.check_x(lab)")])
-    printed = "\n".join([CheckResult("ex7", "it works", True).report(),
-                         CheckResult("ex7", "it is fast", False, "it took ages", "cache it").report(),
-                         CheckResult("ex7", "it still starts", True, guard=True).report(),
-                         CheckResult("ex7", "it still stops", False, "it hangs", guard=True).report()]) + "\n"
-    notebook.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)]
-    report = exercises.read_results(notebook, "someone")
-    assert report.results == [("ex7", "it works", "PASS", ""), ("ex7", "it is fast", "NOT YET", "it took ages"),
-                              ("ex7", f"it still starts{GUARD_NOTE}", "KEPT", ""),
-                              ("ex7", f"it still stops{GUARD_NOTE}", "NOT YET", "it hangs")]
+def test_a_report_counts_passes_and_guards_apart():
+    report = grading.NotebookReport("someone", results=[
+        ("ex7", "it works", "PASS", ""), ("ex7", "it is fast", "NOT YET", "it took ages"),
+        ("ex7", f"it still starts{GUARD_NOTE}", "KEPT", ""), ("ex7", f"it still stops{GUARD_NOTE}", "NOT YET", "it hangs")])
     assert (report.exercise, report.passed, report.first_problem) == ("ex7", 1, "it is fast: it took ages")
     assert (report.score, report.complete) == ("1/2 +1/2 kept", False)  # a kept guard is not a pass
+    assert report.points == 0  # a broken guard: what worked before the change no longer does
+    report.results = report.results[:3]
+    assert report.points == 1
 
 
 def test_the_offline_model_calls_a_taught_tool_and_refuses_a_trigger_without_arguments():
@@ -147,9 +143,9 @@ def test_the_offline_model_calls_a_taught_tool_and_refuses_a_trigger_without_arg
 def test_an_unreadable_submission_is_reported_not_fatal(tmp_path):
     broken = tmp_path / "carol.ipynb"
     broken.write_text("{ this is not a notebook")
-    report = exercises.run_notebook(broken)
+    report = grading.grade_notebook(broken, grading.load_exercises(SOLUTIONS, EXERCISES))
     assert report.results == [] and report.error.startswith("not a readable notebook")
-    assert exercises.format_table([report]).splitlines()[1].startswith("carol.ipynb  ?         0/0     not a readable")
+    assert grading.format_table([report]).splitlines()[1].startswith("carol.ipynb  ?         0/0     not a readable")
 
 
 def test_check_command_refuses_a_folder_without_notebooks(tmp_path, capsys):
