@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CELL_TIMEOUT = 60  # seconds for each cell of a submission; the grader's check cell gets CHECK_CELL_FACTOR times it
 CHECK_CELL_FACTOR = 5
 # Names an honest answer has no reason to use: reaching into the checker, or Python's machinery to do so.
-SUSPICIOUS = re.compile(r"\bchecks\b|durable_course|\bRESULTS\b|sys\.modules|\bimportlib\b|\bbuiltins\b|"
+SUSPICIOUS = re.compile(r"\bchecks\b|durable_course(?!\.frameworks\b)|\bRESULTS\b|sys\.modules|\bimportlib\b|\bbuiltins\b|"
                         r"__import__|\bgc\b|\bsetattr\b|\bPASS\b|\bKEPT\b")
 GRADER_CELL = '''# The grader's cell, run in place of the check cell. Nothing printed here is read: each result goes to a file.
 import importlib as _grader_importlib
