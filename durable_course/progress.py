@@ -39,6 +39,10 @@ class TurnStuck(ChatError):
         self.activity = activity
         self.detail = activity.last_error_detail
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for it under a cell: the error and what to do, not the course's frames."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 def failed_line(activity: PendingActivity) -> str:
     return (f"[{activity.activity_type} attempt {activity.failed_attempts} failed: {activity.last_error}; "
@@ -48,9 +52,10 @@ def failed_line(activity: PendingActivity) -> str:
 def stuck_message(activity: PendingActivity, waited: float) -> str:
     attempts = "once" if activity.failed_attempts == 1 else f"{activity.failed_attempts} times"
     return (f"no reply after {waited:.0f} s: {activity.activity_type} failed {attempts}, last with "
-            f"{activity.last_error}. Temporal keeps retrying it until the code is fixed: fix it (a tool redefined "
-            "in this notebook is used from the next attempt on), then ask again with the same text: the "
-            "message is answered once. The traceback: err.detail (or the log file, lab.log_file)")
+            f"{activity.last_error}\nTemporal keeps retrying it until the code is fixed. Fix it (a tool redefined "
+            "in this notebook is used from its next attempt on), then ask again with the same text: the message "
+            "keeps its id and is answered once.\nIts traceback: `err.detail` for this error `err`, or the worker's "
+            "log file, `lab.log_file`.")
 
 
 async def send_watched(chat: ChatSession, text: str, *, give_up_after: float = GIVE_UP_SECONDS,

@@ -81,6 +81,7 @@ async def test_ask_shows_each_failed_attempt_then_gives_up_with_the_error(tempor
     message = str(stuck.value)
     assert message.startswith("no reply after ") and "execute_tool failed" in message
     assert "RuntimeError: echo is broken for 'hello'" in message and "ask again with the same text" in message
+    assert stuck.value._render_traceback_() == [f"TurnStuck: {message}"]  # under a cell: no frames
     assert "progress_test_echo" in stuck.value.detail
     assert stuck.value.activity.failed_attempts >= max(numbers)
 
