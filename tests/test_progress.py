@@ -137,3 +137,19 @@ async def test_quiet_logs_without_console_prints_nothing_and_keeps_the_detail(te
     assert capsys.readouterr().err == ""
     detail = log_file.read_text()
     assert "echo is broken for 'hello'" in detail and "Traceback" in detail
+
+
+async def test_the_chat_box_shows_each_failed_attempt_and_then_the_error(temporal, task_queue, worker, broken_tool):
+    from durable_course.chat import ChatBox
+
+    chat = await start_chat(temporal.client, task_queue=task_queue)
+    box = ChatBox(chat, give_up_after=2.0)
+    reply = await box.send("Please echo hello")
+    assert reply is None and box.entries[0] == ("user", "Please echo hello")
+    failed = [text for kind, text in box.entries if kind == "info"]
+    assert failed and failed[0].startswith("execute_tool attempt 1 failed: RuntimeError: echo is broken"), box.entries
+    kind, text = box.entries[-1]
+    assert kind == "error" and text.startswith("no reply after") and "echo is broken for 'hello'" in text
+    assert not box.text.disabled  # the user can send it again once the tool is fixed
+    broken_tool["fixed"] = True
+    assert "HELLO" in (await box.send("Please echo hello")).text
