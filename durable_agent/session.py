@@ -8,6 +8,10 @@ Sending is idempotent. Each message gets an id, used as the Update's id, and Tem
 once: when the server is unreachable, `send` retries with the same id until it is back (for up to
 `patience` seconds); if it gives up, it says so, and sending the same text again reuses that id, so a
 message the server had in fact accepted is answered once, never twice.
+
+Why a turn takes long is read from the server, not guessed: `pending_activities()` lists what the turn waits
+on, each activity with its attempt and the last attempt's error; `waiting_for_a_worker()` says how long the
+next step has waited for a worker to take it.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class PendingActivity:
     state: str                # "scheduled" (waiting for a worker or a retry), "started" (a worker runs it), ...
     last_error: str = ""      # why the previous attempt failed ("" if none did): "TypeName: message"
     last_error_detail: str = ""  # that failure's stack trace as the worker reported it (secrets redacted)
-    since_scheduled: float = 0.0  # seconds since this activity was first scheduled (server clock)
+    since_scheduled: float = 0.0  # seconds since the server first scheduled it (its time, our clock)
 
     @property
     def failed_attempts(self) -> int:
