@@ -2,7 +2,8 @@
 
 `lab.ask` sends through `send_watched`. While the turn runs, it reads the chat's pending activities from the
 Temporal server (`ChatSession.pending_activities()`, which describes the workflow) and prints one line
-per failed attempt it sees, with the activity, the attempt and the error:
+per failed attempt it sees once the turn has kept failing for `SHOW_AFTER` seconds, with the activity,
+the attempt and the error:
 
     [execute_tool attempt 2 failed: NotImplementedError: exercise 1: ...; Temporal retries it]
 
@@ -27,6 +28,7 @@ from durable_agent.workflow import AgentReply
 
 GIVE_UP_SECONDS = 20.0  # how long a turn may be stuck on a failing activity before `lab.ask` stops waiting
 NO_WORKER_NOTICE = 5.0  # an activity scheduled this long ago that no worker has started gets a line
+SHOW_AFTER = 2.0  # a failing activity is shown once the turn has been failing this long (then each attempt)
 POLL_SECONDS = 0.5
 
 
@@ -91,11 +93,13 @@ async def send_watched(chat: ChatSession, text: str, *, give_up_after: float = G
                              "Temporal until one is]")
                 continue
             latest = max(failing, key=lambda p: p.attempt)
-            if (latest.activity_type, latest.failed_attempts) not in shown:
-                shown.add((latest.activity_type, latest.failed_attempts))
-                show(failed_line(latest))
             now = time.monotonic()
             failing_since = failing_since or now
+            # A failure that the next attempt mends at once (a heartbeat missed on a busy machine) is Temporal
+            # doing its job: nothing to say, and nothing that would make a notebook's output vary.
+            if now - failing_since >= SHOW_AFTER and (latest.activity_type, latest.failed_attempts) not in shown:
+                shown.add((latest.activity_type, latest.failed_attempts))
+                show(failed_line(latest))
             if now - failing_since >= give_up_after:
                 raise TurnStuck(stuck_message(latest, now - started), latest)
     finally:

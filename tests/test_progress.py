@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 
 import pytest
 
@@ -72,10 +73,11 @@ async def test_ask_shows_each_failed_attempt_then_gives_up_with_the_error(tempor
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(TurnStuck) as stuck:
-        await send_watched(chat, "Please echo hello", give_up_after=2.5, show=lines.append)
+        await send_watched(chat, "Please echo hello", give_up_after=3.0, show=lines.append)
     waited = loop.time() - started
-    assert 2.5 <= waited < 15, waited
-    assert lines and lines[0].startswith("[execute_tool attempt 1 failed: RuntimeError: echo is broken for 'hello'")
+    assert 3.0 <= waited < 20, waited
+    assert lines and re.fullmatch(r"\[execute_tool attempt \d+ failed: RuntimeError: echo is broken for 'hello'; "
+                                  r"Temporal retries it\]", lines[0]), lines
     numbers = [int(line.split(" attempt ")[1].split()[0]) for line in lines]
     assert numbers == sorted(set(numbers)), lines  # one line per failed attempt seen, never twice
     message = str(stuck.value)
@@ -143,13 +145,35 @@ async def test_the_chat_box_shows_each_failed_attempt_and_then_the_error(tempora
     from durable_course.chat import ChatBox
 
     chat = await start_chat(temporal.client, task_queue=task_queue)
-    box = ChatBox(chat, give_up_after=2.0)
+    box = ChatBox(chat, give_up_after=3.0)
     reply = await box.send("Please echo hello")
     assert reply is None and box.entries[0] == ("user", "Please echo hello")
     failed = [text for kind, text in box.entries if kind == "info"]
-    assert failed and failed[0].startswith("execute_tool attempt 1 failed: RuntimeError: echo is broken"), box.entries
+    assert failed and re.match(r"execute_tool attempt \d+ failed: RuntimeError: echo is broken", failed[0]), box.entries
     kind, text = box.entries[-1]
     assert kind == "error" and text.startswith("no reply after") and "echo is broken for 'hello'" in text
     assert not box.text.disabled  # the user can send it again once the tool is fixed
     broken_tool["fixed"] = True
-    assert "HELLO" in (await box.send("Please echo hello")).text
+    box.give_up_after = 30  # the next retry may be up to 5 s away (the tool's back-off), and the old error shows
+    reply = await box.send("Please echo hello")
+    assert reply is not None and "HELLO" in reply.text, box.entries
+
+
+async def test_a_failure_mended_by_the_next_attempt_is_not_shown(temporal, task_queue, worker, broken_tool,
+                                                                 monkeypatch):
+    """One failed attempt, then a working one (a missed heartbeat on a busy machine): the turn answers and
+    nothing is printed, so a notebook's output does not depend on the machine's load."""
+    from durable_course import progress
+
+    monkeypatch.setattr(progress, "SHOW_AFTER", 5.0)  # the retry comes 1 s after the failure; room for a busy CI
+    chat = await start_chat(temporal.client, task_queue=task_queue)
+    lines: list[str] = []
+
+    async def fix_after_the_first_failure() -> None:
+        await wait_for_failures(chat, 1)
+        broken_tool["fixed"] = True
+
+    fixer = asyncio.create_task(fix_after_the_first_failure())
+    reply = await send_watched(chat, "Please echo hi", show=lines.append)
+    await fixer
+    assert "HI" in reply.text and lines == []
