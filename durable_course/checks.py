@@ -50,7 +50,6 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent.workflow import AgentReply, ChatInput, DurableAgentWorkflow
 
 from .events import Activity, Event, count, decode
-from .progress import TurnStuck, send_watched
 from .events import activities as recorded_activities
 from .events import fetch as fetch_history
 from .events import read as read_events
@@ -58,7 +57,6 @@ from .events import replay as replay_history
 
 WORKSPACE = "my_code"
 CHECK_TIMEOUT = 60.0  # seconds a check waits for one answer before reporting "not yet"
-STUCK_SECONDS = 8.0  # seconds a check's turn may keep failing on one activity before it reports that error
 RESULT_LINE = re.compile(r"^(PASS|NOT YET|KEPT) +\[(ex\d+)\] (.*)$")
 GUARD_NOTE = " (this worked before your change: keep it so)"
 
@@ -188,20 +186,20 @@ async def _task_failure(handle: WorkflowHandle) -> str | None:
 
 
 async def _send(chat: ChatSession, text: str, seconds: float = 30.0) -> AgentReply:
-    """Send a message; if no reply comes, say why: the activity that keeps failing, with its last error (read
-    from the server), or else a failing workflow task. Nothing goes to stderr meanwhile."""
-    task = asyncio.ensure_future(send_watched(chat, text, give_up_after=STUCK_SECONDS, show=lambda line: None))
+    """Send a message; if no reply comes, say why, as the server recorded it: the activity that keeps failing,
+    with its last error, or else a failing workflow task. Nothing goes to stderr meanwhile."""
+    task = asyncio.ensure_future(chat.send(text))
     done, _ = await asyncio.wait({task}, timeout=seconds)
     if not done:
         task.cancel()
+        failing = [p for p in await chat.pending_activities() if p.last_error]
+        if failing:
+            activity_ = max(failing, key=lambda p: p.attempt)
+            raise NotYet(f"no reply to {text!r}: {activity_.activity_type} failed {activity_.failed_attempts} "
+                         f"times, last with {activity_.last_error}")
         failure = await _task_failure(chat.handle)
         raise NotYet(f"no reply to {text!r}" + (f": the workflow task fails with {failure}" if failure else ""))
-    try:
-        return task.result()
-    except TurnStuck as stuck:
-        activity_ = stuck.activity
-        raise NotYet(f"no reply to {text!r}: {activity_.activity_type} failed {activity_.failed_attempts} times, "
-                     f"last with {activity_.last_error}") from None
+    return task.result()
 
 
 async def _result(handle: WorkflowHandle, seconds: float = 20.0) -> Any:
