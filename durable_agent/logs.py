@@ -10,6 +10,11 @@ traceback, 17 lines or more, in a terminal or under a notebook cell. `quiet_logs
 The SDK's Rust core logs too (a gRPC call retried while the server restarts, a late activity completion);
 its warnings go to the log file only, its errors to both.
 
+In a notebook, `quiet_logs(console=False)` (what the course's `start_lab` does) sends everything to the log
+file and nothing under the cells: a worker running in the kernel would otherwise print its lines under the
+cell that started it, long after that cell finished, or under whichever cell started a worker of its own.
+There, the code the learner runs shows a failing attempt where they are looking, read from the server.
+
     from durable_agent.logs import quiet_logs
     log_file = quiet_logs()      # once per process; calling it again replaces the previous set-up
 """
@@ -82,21 +87,26 @@ class Redacted(logging.Formatter):
         return redact_secrets(super().format(record))
 
 
-def quiet_logs(stream: IO[str] | None = None, log_file: str | Path | None = None) -> Path:
-    """Send Temporal's warnings to `stream` (default: stderr) as one line each, and everything to a file."""
+def quiet_logs(stream: IO[str] | None = None, log_file: str | Path | None = None, *, console: bool = True) -> Path:
+    """Send Temporal's warnings to `stream` (default: stderr) as one line each, and everything to a file.
+    `console=False`: everything to the file only."""
     path = Path(log_file) if log_file else log_path()
     logger = logging.getLogger("temporalio")
     for handler in [h for h in logger.handlers if getattr(h, _MARK, False)]:
         logger.removeHandler(handler)
         handler.close()
-    console = logging.StreamHandler(stream or sys.stderr)
-    console.setLevel(logging.WARNING)
-    console.setFormatter(OneLine())
-    console.addFilter(_not_core_chatter)
+    handlers: list[logging.Handler] = []
+    if console:
+        one_line = logging.StreamHandler(stream or sys.stderr)
+        one_line.setLevel(logging.WARNING)
+        one_line.setFormatter(OneLine())
+        one_line.addFilter(_not_core_chatter)
+        handlers.append(one_line)
     detail = logging.FileHandler(path, encoding="utf-8", delay=True)
     detail.setLevel(logging.INFO)
     detail.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for handler in (console, detail):
+    handlers.append(detail)
+    for handler in handlers:
         setattr(handler, _MARK, True)
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

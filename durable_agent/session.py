@@ -8,6 +8,10 @@ Sending is idempotent. Each message gets an id, used as the Update's id, and Tem
 once: when the server is unreachable, `send` retries with the same id until it is back (for up to
 `patience` seconds); if it gives up, it says so, and sending the same text again reuses that id, so a
 message the server had in fact accepted is answered once, never twice.
+
+Why a turn takes long is read from the server, not guessed: `pending_activities()` lists what the turn waits
+on, each activity with its attempt and the last attempt's error; `waiting_for_a_worker()` says how long the
+next step has waited for a worker to take it.
 """
 
 from __future__ import annotations
@@ -16,18 +20,19 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable
 
 from temporalio.client import (
     Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowUpdateStage,
 )
+from temporalio.api.enums.v1 import PendingActivityState, PendingWorkflowTaskState
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from .activities import ChatMessage
-from .config import settings
+from .config import redact_secrets, settings
 from .workflow import (
     AgentReply, ChatInput, ChatStatus, DurableAgentWorkflow, Transcript, UserMessage, message_problem,
 )
@@ -50,6 +55,31 @@ class MessageNotConfirmed(ChatError):
 TRANSIENT = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
              RPCStatusCode.ABORTED, RPCStatusCode.UNKNOWN, RPCStatusCode.CANCELLED}
 PATIENCE_SECONDS = 30.0
+
+
+@dataclass
+class PendingActivity:
+    """An activity of the chat that the server has scheduled and not yet seen complete: what a turn waits on.
+    Read from the server (`describe()`), so it is true whichever worker runs it, or if none does."""
+
+    activity_type: str        # "plan_next_action", "execute_tool"
+    attempt: int              # the attempt running now, or the next one while Temporal waits to retry
+    state: str                # "scheduled" (waiting for a worker or a retry), "started" (a worker runs it), ...
+    last_error: str = ""      # why the previous attempt failed ("" if none did): "TypeName: message"
+    last_error_detail: str = ""  # that failure's stack trace as the worker reported it (secrets redacted)
+    since_scheduled: float = 0.0  # seconds since the server first scheduled it (its time, our clock)
+
+    @property
+    def failed_attempts(self) -> int:
+        return self.attempt - 1 if self.last_error else 0
+
+
+def _failure_text(failure: Any) -> str:
+    kind = failure.application_failure_info.type if failure.HasField("application_failure_info") else ""
+    if not kind and failure.HasField("timeout_failure_info"):
+        kind = "Timeout"
+    message = failure.message.strip().splitlines()[0] if failure.message.strip() else ""
+    return redact_secrets(f"{kind}: {message}" if kind and message else kind or message)
 
 
 def new_chat_id() -> str:
@@ -117,6 +147,34 @@ class ChatSession:
                 raise MessageNotConfirmed(waiting, message_id)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    async def pending_activities(self) -> list[PendingActivity]:
+        """The activities the chat's current run waits on, with each one's attempt and last error: why a turn
+        takes long (an activity failing and being retried, or no worker taking it). Empty between turns."""
+        description = await self._read("state", self.handle.describe())
+        found = []
+        for pending in description.raw_description.pending_activities:
+            state = PendingActivityState.Name(pending.state).removeprefix("PENDING_ACTIVITY_STATE_")
+            failure = pending.last_failure if pending.HasField("last_failure") else None
+            scheduled = pending.scheduled_time.ToDatetime(tzinfo=timezone.utc) if pending.HasField(
+                "scheduled_time") else None
+            since = (datetime.now(timezone.utc) - scheduled).total_seconds() if scheduled else 0.0
+            found.append(PendingActivity(
+                pending.activity_type.name, pending.attempt, state.lower().replace("_", " "),
+                _failure_text(failure) if failure is not None else "",
+                redact_secrets(failure.stack_trace) if failure is not None else "", max(0.0, since)))
+        return found
+
+    async def waiting_for_a_worker(self) -> float:
+        """How long (seconds) the chat's next step has waited for a worker to take it: its pending workflow task
+        was scheduled and no worker has started it. 0 when none waits (a worker is on it, or nothing is due)."""
+        description = await self._read("state", self.handle.describe())
+        raw = description.raw_description
+        task = raw.pending_workflow_task if raw.HasField("pending_workflow_task") else None
+        if task is None or task.state != PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_SCHEDULED:
+            return 0.0
+        scheduled = task.scheduled_time.ToDatetime(tzinfo=timezone.utc)
+        return max(0.0, (datetime.now(timezone.utc) - scheduled).total_seconds())
 
     async def history(self) -> list[ChatMessage]:
         return await self._read("history", self.handle.query(DurableAgentWorkflow.history))

@@ -36,6 +36,8 @@ from durable_agent.session import ChatError, ChatSession, open_chat
 from durable_agent.streaming import StreamedText, stream_reply
 from durable_agent.workflow import AgentReply, ChatStatus
 
+from .progress import GIVE_UP_SECONDS, send_watched
+
 # How each kind of entry looks: (CSS of the bubble, which side it sits on).
 STYLES = {
     "user": ("background:#1f6feb;color:#fff;border-radius:14px 14px 3px 14px", "flex-end"),
@@ -52,9 +54,11 @@ class ChatBox:
     """The widgets of one chat (`box.widget`), and the logic that binds them to the workflow."""
 
     def __init__(self, session: ChatSession, *, workflow_url: str | None = None,
-                 poll_seconds: float = POLL_SECONDS, stream: bool = False) -> None:
+                 poll_seconds: float = POLL_SECONDS, stream: bool = False,
+                 give_up_after: float = GIVE_UP_SECONDS) -> None:
         self.session = session
         self.poll_seconds = poll_seconds
+        self.give_up_after = give_up_after
         # stream=True: the reply appears word by word while the model writes it, read from the chat's workflow
         # stream (durable_agent/streaming.py; the chat must be started with ChatInput(stream_replies=True)).
         self.stream = stream
@@ -123,8 +127,11 @@ class ChatBox:
         self._show_status(ChatStatus("waiting for the agent"))  # until the status query says more
         poller = asyncio.ensure_future(self._poll_status())
         try:
-            reply = await (self._send_streaming(text) if self.stream else self.session.send(text))
-        except ChatError as err:  # busy agent, chat ended, server gone: a sentence to show
+            # A failed attempt of the turn's activities shows as a line in the chat; a turn that keeps failing
+            # ends, after GIVE_UP_SECONDS, in an error that says which activity and why (progress.py).
+            reply = await (self._send_streaming(text) if self.stream else send_watched(
+                self.session, text, give_up_after=self.give_up_after, show=lambda line: self._add("info", line.strip("[]"))))
+        except ChatError as err:  # busy agent, chat ended, server gone, a turn stuck: a sentence to show
             self._add("error", str(err))
             self.status.value = shown_before  # the message was refused: the agent is where it was
             if str(err).startswith("the chat has ended") and not self.text.disabled:

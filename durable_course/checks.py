@@ -187,11 +187,17 @@ async def _task_failure(handle: WorkflowHandle) -> str | None:
 
 
 async def _send(chat: ChatSession, text: str, seconds: float = 30.0) -> AgentReply:
-    """Send a message; if no reply comes, say why (usually a failing workflow task)."""
+    """Send a message; if no reply comes, say why, as the server recorded it: the activity that keeps failing,
+    with its last error, or else a failing workflow task. Nothing goes to stderr meanwhile."""
     task = asyncio.ensure_future(chat.send(text))
     done, _ = await asyncio.wait({task}, timeout=seconds)
     if not done:
         task.cancel()
+        failing = [p for p in await chat.pending_activities() if p.last_error]
+        if failing:
+            activity_ = max(failing, key=lambda p: p.attempt)
+            raise NotYet(f"no reply to {text!r}: {activity_.activity_type} failed {activity_.failed_attempts} "
+                         f"times, last with {activity_.last_error}")
         failure = await _task_failure(chat.handle)
         raise NotYet(f"no reply to {text!r}" + (f": the workflow task fails with {failure}" if failure else ""))
     return task.result()

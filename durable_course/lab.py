@@ -17,11 +17,12 @@ background task on the kernel's event loop, so later cells stay usable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 
-from durable_agent.logs import quiet_logs
+from durable_agent.logs import log_path, quiet_logs
 from durable_agent.server import Temporal, start_temporal
 from durable_agent.session import ChatSession, start_chat
 from durable_agent.worker import BackgroundWorker, start_worker
@@ -29,6 +30,7 @@ from durable_agent.config import settings
 from durable_agent.workflow import AgentReply
 
 from . import classroom, course_server
+from .progress import GIVE_UP_SECONDS, send_watched
 
 
 @dataclass
@@ -52,11 +54,20 @@ class Lab:
         kwargs.setdefault("task_queue", self.task_queue)
         return await start_chat(self.client, workflow_id, **kwargs)
 
-    async def ask(self, chat: ChatSession, text: str) -> AgentReply:
-        """Send a message, print the exchange, and return the reply."""
-        reply = await chat.send(text)
+    @property
+    def log_file(self) -> Path:
+        """Where the worker's log goes, every failed attempt with its traceback (nothing of it under the cells)."""
+        return log_path()
+
+    async def ask(self, chat: ChatSession, text: str, *, give_up_after: float = GIVE_UP_SECONDS) -> AgentReply:
+        """Send a message, print the exchange, and return the reply. While the turn waits on a failing activity,
+        print each failed attempt (read from the server); after `give_up_after` seconds of that, raise
+        `TurnStuck` with the last error (durable_course/progress.py)."""
+        __tracebackhide__ = True
+        print(f"You:   {text}", flush=True)
+        reply = await send_watched(chat, text, give_up_after=give_up_after)
         tools = f"   [tools: {', '.join(reply.tools_used)}]" if reply.tools_used else ""
-        print(f"You:   {text}\nAgent: {reply.text}{tools}")
+        print(f"Agent: {reply.text}{tools}")
         return reply
 
     async def start_worker(self, **kwargs: Any) -> BackgroundWorker:
@@ -97,7 +108,8 @@ async def start_lab(*, worker: bool = True, db_file: str | None = None, ui: bool
     global _current
     if _current is not None:
         await _current.stop()
-    quiet_logs()  # a failed activity attempt shows as one line under the cell, not as a traceback
+    # The worker's log goes to a file, never under a cell; `ask` shows a failing attempt where the learner looks.
+    quiet_logs(console=False)
     # Class mode (classroom.py): on a shared server, a learner's client and workers keep to the learner's own
     # chats and task queues.
     learner = classroom.learner_name()
