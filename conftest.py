@@ -28,7 +28,7 @@ for _name in ("DURABLE_COURSE_SERVER", "DURABLE_COURSE_UI", "JPY_SESSION_NAME"):
 
 # The suite waits a lot (retry back-offs, heartbeat timeouts, servers and kernels starting), so one worker
 # per CPU leaves the CPUs idle part of the time. Measured on 2 CPUs: see docs/CONTRIBUTING.md.
-WORKERS_PER_CPU = 2
+WORKERS_PER_CPU = 1
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -55,7 +55,7 @@ def _record(cells: dict[str, CellRun], message: dict) -> None:
         cell.outputs.append(Output(kind, str(content.get("data", {}).get("text/plain", "")), cell.finished))
 
 
-def run_notebook(path: Path, *, sources: dict[int, str] | None = None, cell_timeout: float = 120.0,
+def run_notebook(path: Path, *, sources: dict[int, str] | None = None, cell_timeout: float = 300.0,
                  drain: float = 1.0, env: dict[str, str] | None = None) -> list[CellRun]:
     """Run every code cell of `path` in a fresh kernel started in its folder; `sources` replaces the source of
     the cells at those indexes (a learner's submission). Returns the code cells with all their outputs."""

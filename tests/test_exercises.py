@@ -175,6 +175,7 @@ def class_check(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first one runs the whole class (the fixture): eleven notebooks, minutes
 @pytest.mark.parametrize("name", NAMES)
 def test_an_unsolved_exercise_runs_to_its_checks_and_says_not_yet(class_check, name):
     report = class_check[1][f"bob/{name}"]
@@ -191,6 +192,7 @@ def test_an_unsolved_exercise_runs_to_its_checks_and_says_not_yet(class_check, n
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_bulk_check_prints_a_table_of_the_class(class_check):
     table = class_check[0].splitlines()
     assert table[:3] == [

@@ -89,3 +89,42 @@ def test_one_module_reads_event_histories_and_replays_them():
     readers = sorted(f"{path.parent.name}/{path.name}" for package in PACKAGES
                      for path in (ROOT / package).glob("*.py") if raw.search(path.read_text()))
     assert readers == ["durable_course/events.py"]
+
+
+def test_a_worker_started_without_the_fault_lab_runs_no_course_code():
+    """The agent alone: an embedded server, a worker and a chat turn load nothing of durable_course."""
+    code = """
+import asyncio, sys
+from durable_agent.server import start_temporal
+from durable_agent.session import start_chat
+from durable_agent.worker import start_worker
+
+async def main():
+    temporal = await start_temporal(ui=False)
+    worker = await start_worker(temporal.client, task_queue="alone")
+    chat = await start_chat(temporal.client, task_queue="alone")
+    print((await chat.send("What is 2 + 3?")).text)
+    await worker.stop()
+    await temporal.shutdown()
+    print(sorted(m for m in sys.modules if m.startswith("durable_course")))
+
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-2:] == ["2 + 3 = 5.", "[]"]
+
+
+def test_the_exercises_change_the_agent_only_through_its_public_extension_points():
+    """A learner's code (the solutions' answer cells, and the modules they write) never touches a private
+    member of the agent's workflow: `self._x`, `super()._x`."""
+    import json
+
+    private = re.compile(r"\bself\._[a-z]\w*|super\(\)\._[a-z]\w*")
+    found = {}
+    for path in sorted((ROOT / "solutions").glob("*.ipynb")):
+        for number, cell in enumerate(json.loads(path.read_text())["cells"], 1):
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and "DurableAgentWorkflow" in source and private.search(source):
+                found[f"{path.name} cell {number}"] = sorted(set(private.findall(source)))
+    assert found == {}
