@@ -26,8 +26,10 @@ import pytest
 for _name in ("DURABLE_COURSE_SERVER", "DURABLE_COURSE_UI", "JPY_SESSION_NAME"):
     os.environ.pop(_name, None)
 
-# The suite waits a lot (retry back-offs, heartbeat timeouts, servers and kernels starting), so one worker
-# per CPU leaves the CPUs idle part of the time. Measured on 2 CPUs: see docs/CONTRIBUTING.md.
+# One worker per CPU. The suite waits a lot (retry back-offs, heartbeat timeouts, servers and kernels
+# starting), and two per CPU used to be faster; since the course runs thirteen notebooks, eleven exercises and
+# a grader several times over, two per CPU starved the CPUs (workflow tasks missed their 2 s deadlock limit,
+# heartbeats were missed): docs/CONTRIBUTING.md.
 WORKERS_PER_CPU = 1
 
 
