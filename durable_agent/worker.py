@@ -126,6 +126,16 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    @classmethod
+    def launch(cls, command: list[str], env: dict[str, str] | None = None,
+               log_prefix: str = "durable-agent-worker-") -> "WorkerProcess":
+        """Start `command` (a worker's command line) with its output in a log file; does not wait for it."""
+        log = Path(tempfile.mkstemp(prefix=log_prefix, suffix=".log")[1])
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+        return cls(process, log)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -176,15 +186,11 @@ async def start_worker_process(
 ) -> WorkerProcess:
     """Start `python -m durable_agent worker` and wait until it polls the task queue. `plugins`: import paths
     ("module:name") of Temporal worker plugins for it, see `load_plugin`."""
-    log = Path(tempfile.mkstemp(prefix="durable-agent-worker-", suffix=".log")[1])
     command = [sys.executable, "-m", "durable_agent", "worker", "--address", address, "--namespace", namespace,
                "--task-queue", task_queue or settings().task_queue]
     for plugin in plugins:
         command += ["--plugin", plugin]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
-    worker = WorkerProcess(process, log)
+    worker = WorkerProcess.launch(command, env, log_prefix="durable-agent-worker-")
     await worker.wait_ready(ready_timeout)
     return worker
 

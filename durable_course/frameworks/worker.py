@@ -18,10 +18,7 @@ import contextlib
 import importlib
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
@@ -91,15 +88,11 @@ async def start_worker_process(names: Sequence[str], address: str, *, namespace:
     unknown = [name for name in names if name not in FRAMEWORKS]
     if unknown:
         raise ValueError(f"unknown framework {unknown[0]!r}; choose one of {', '.join(FRAMEWORKS)}")
-    log = Path(tempfile.mkstemp(prefix="framework-worker-", suffix=".log")[1])
     command = [sys.executable, "-m", "durable_course.frameworks", "worker", *names, "--address", address,
                "--namespace", namespace, "--queue-prefix", queue_prefix]
     for plugin in plugins:
         command += ["--plugin", plugin]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
-    worker = WorkerProcess(process, log)
+    worker = WorkerProcess.launch(command, env, log_prefix="framework-worker-")
     try:
         await worker.wait_ready(ready_timeout)
     except BaseException:
