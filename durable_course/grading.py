@@ -356,9 +356,14 @@ def format_table(reports: list[NotebookReport]) -> str:
     return "\n".join(lines + ([""] + remarks if remarks else []))
 
 
+def _in_class_order(path: Path) -> list:
+    """Learners' folders in name order, and their exercises in number order: ex2 before ex10."""
+    return [int(piece) if piece.isdigit() else piece for piece in re.split(r"(\d+)", str(path))]
+
+
 def grade_folder(folder: Path, solutions: Path = ROOT / "solutions", exercises: Path = ROOT / "exercises",
                  timeout: int = CELL_TIMEOUT) -> list[NotebookReport]:
-    paths = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    paths = sorted((p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts), key=_in_class_order)
     if not paths:
         raise FileNotFoundError(f"no notebooks (*.ipynb) in {folder}")
     known = load_exercises(solutions, exercises)

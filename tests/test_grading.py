@@ -115,6 +115,12 @@ def test_a_submission_is_identified_by_its_cells_or_its_file_name(known):
     assert grading.identify(bare, "notes.ipynb", known) is None
 
 
+def test_a_class_is_graded_in_the_order_a_teacher_reads_it():
+    found = [Path(p) for p in ["bob/ex10_testing.ipynb", "bob/ex2_b.ipynb", "alice/ex1_a.ipynb", "bob/ex1_a.ipynb"]]
+    assert [str(p) for p in sorted(found, key=grading._in_class_order)] == [
+        "alice/ex1_a.ipynb", "bob/ex1_a.ipynb", "bob/ex2_b.ipynb", "bob/ex10_testing.ipynb"]
+
+
 # --- the teachers' command on a tampered class ------------------------------------------------------------------
 
 NOOP_CHECK = '''
