@@ -36,6 +36,12 @@ def cells(path: Path, kind: str) -> list[str]:
     return ["".join(c.source) for c in nbformat.read(path, as_version=4).cells if c.cell_type == kind]
 
 
+def test_the_readme_maps_every_notebook_in_order():
+    readme = (ROOT / "README.md").read_text()
+    listed = re.findall(r"^\| `(\d\d_\w+)` \|", readme, re.M)
+    assert listed == [p.stem for p in COURSE]
+
+
 def test_the_course_is_numbered_without_gaps():
     numbers = [int(p.name[:2]) for p in COURSE]
     assert numbers[:4] == [0, 1, 2, 3] and 7 in numbers, [p.name for p in COURSE]
