@@ -21,6 +21,9 @@ import os
 
 import pytest
 
+# nbval, made to fail a notebook that writes to stderr after a cell finished (what JupyterLab would show there).
+pytest_plugins = ["tests.nbval_late_output"]
+
 # The suite's notebooks run on servers of their own, even when started from a terminal of `course.py lab`
 # (whose kernels are told where the course's server is: durable_course/course_server.py).
 for _name in ("DURABLE_COURSE_SERVER", "DURABLE_COURSE_UI", "JPY_SESSION_NAME"):
