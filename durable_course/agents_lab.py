@@ -24,7 +24,7 @@ from durable_agent.logs import silenced
 
 from . import events
 from . import faults as fault_lab
-from .faults import HANG, HOLD, ActivityRun, Faults, activity_runs
+from .faults import HANG, HOLD, ActivityRun, ExperimentWorkers, Faults, activity_runs
 
 if TYPE_CHECKING:
     from durable_agent.server import Temporal
@@ -56,7 +56,9 @@ class SpecialistReport:
 
 
 @dataclass
-class AgentsLab:
+class AgentsLab(ExperimentWorkers):
+    PROCESS_PLUGINS = (AGENTS_PLUGIN,)
+
     temporal: Temporal
     task_queue: str = field(default_factory=lambda: f"agents-lab-{uuid.uuid4().hex[:6]}")
     faults: Faults = field(default=None)  # type: ignore[assignment]
@@ -67,30 +69,8 @@ class AgentsLab:
         if self.faults is None:
             self.faults = Faults.create(tempfile.mkdtemp(prefix="agents-lab-"))
 
-    async def _stop_workers(self) -> None:
-        if self.worker is not None:
-            await self.worker.stop()
-            self.worker = None
-        if self.kernel_worker is not None:
-            await self.kernel_worker.stop()
-            self.kernel_worker = None
-
-    async def start_worker_process(self) -> WorkerProcess:
-        from durable_agent.worker import start_worker_process
-
-        await self._stop_workers()
-        self.worker = await start_worker_process(
-            self.temporal.address, task_queue=self.task_queue, env={fault_lab.ENV_VAR: str(self.faults.path)},
-            plugins=[AGENTS_PLUGIN, fault_lab.PLUGIN])
-        return self.worker
-
-    async def start_kernel_worker(self) -> BackgroundWorker:
-        from durable_agent.worker import start_worker
-
-        await self._stop_workers()
-        self.kernel_worker = await start_worker(self.temporal.client, task_queue=self.task_queue,
-                                                plugins=[agents_plugin(), fault_lab.fault_lab_plugin()])
-        return self.kernel_worker
+    def kernel_plugins(self) -> list[Any]:
+        return [agents_plugin()]
 
     async def _child_in(self, kind: str, chat: ChatSession) -> fault_lab.Execution:
         prefix = f"{chat.workflow_id}-"
@@ -108,7 +88,7 @@ class AgentsLab:
         """SIGKILL the worker process while the math specialist's calculator call runs; start another."""
         self.faults.clear()
         self.faults.hang("execute_tool")  # only specialists run execute_tool: the triage's tools are agents
-        victim = self.worker if self.worker is not None and self.worker.alive else await self.start_worker_process()
+        victim = await self.a_worker_process()
         chat = await start_triage_chat(self.temporal.client, task_queue=self.task_queue)
         pending = asyncio.create_task(chat.send(question))
         hung = await self._child_in(HANG, chat)
@@ -123,8 +103,7 @@ class AgentsLab:
         """Cancel the specialist child (as an operator would, from the UI or the CLI) while its tool runs."""
         self.faults.clear()
         self.faults.hold("execute_tool")
-        if self.kernel_worker is None and (self.worker is None or not self.worker.alive):
-            await self.start_kernel_worker()
+        await self.some_worker()
         chat = await start_triage_chat(self.temporal.client, task_queue=self.task_queue)
         pending = asyncio.create_task(chat.send(question))
         held = await self._child_in(HOLD, chat)

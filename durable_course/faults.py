@@ -482,6 +482,51 @@ class HotFixReport:
         ])
 
 
+class ExperimentWorkers:
+    """The workers a lab's experiments run on: one worker process at a time (to SIGKILL) or one worker in this
+    kernel, each carrying the plugins the lab names (`PROCESS_PLUGINS`, `kernel_plugins`) and the fault lab.
+    A lab (a dataclass) mixes it in and holds `temporal`, `task_queue`, `faults`, `worker`, `kernel_worker`."""
+
+    PROCESS_PLUGINS: tuple[str, ...] = ()
+
+    def kernel_plugins(self) -> list[Any]:
+        return []
+
+    async def _stop_workers(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+        if self.kernel_worker is not None:
+            await self.kernel_worker.stop()
+            self.kernel_worker = None
+
+    async def start_worker_process(self) -> WorkerProcess:
+        from durable_agent.worker import start_worker_process
+
+        await self._stop_workers()
+        self.worker = await start_worker_process(
+            self.temporal.address, task_queue=self.task_queue, env={ENV_VAR: str(self.faults.path)},
+            plugins=[*self.PROCESS_PLUGINS, PLUGIN])
+        return self.worker
+
+    async def start_kernel_worker(self) -> BackgroundWorker:
+        from durable_agent.worker import start_worker
+
+        await self._stop_workers()
+        self.kernel_worker = await start_worker(self.temporal.client, task_queue=self.task_queue,
+                                                plugins=[*self.kernel_plugins(), fault_lab_plugin()])
+        return self.kernel_worker
+
+    async def a_worker_process(self) -> WorkerProcess:
+        """The running worker process, or a new one (to be killed)."""
+        return self.worker if self.worker is not None and self.worker.alive else await self.start_worker_process()
+
+    async def some_worker(self) -> None:
+        """A worker polling the lab's task queue: the running one, or a new one in this kernel."""
+        if self.kernel_worker is None and (self.worker is None or not self.worker.alive):
+            await self.start_kernel_worker()
+
+
 @dataclass
 class FaultLab:
     """Runs the experiments against a server (`lab.temporal`), with a worker process it can kill."""

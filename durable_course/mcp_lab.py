@@ -30,8 +30,7 @@ from durable_agent.logs import silenced
 from durable_agent.mcp_tools import PLUGIN as MCP_PLUGIN
 from durable_agent.mcp_tools import McpServer, demo_server, mcp_plugin, start_mcp_chat
 
-from . import faults as fault_lab
-from .faults import ActivityRun, Faults, activity_runs
+from .faults import ActivityRun, ExperimentWorkers, Faults, activity_runs
 
 if TYPE_CHECKING:
     from durable_agent.server import Temporal
@@ -73,8 +72,10 @@ class McpCrashReport:
 
 
 @dataclass
-class McpLab:
+class McpLab(ExperimentWorkers):
     """An MCP notes server in a folder of its own, a fault log, and the workers the experiments use."""
+
+    PROCESS_PLUGINS = (MCP_PLUGIN,)
 
     temporal: Temporal
     folder: Path
@@ -100,22 +101,8 @@ class McpLab:
     def server(self, *extra: str) -> McpServer:
         return demo_server(str(self.notes_file), *extra)
 
-    async def start_kernel_worker(self) -> BackgroundWorker:
-        from durable_agent.worker import start_worker
-
-        await self._stop_workers()
-        self.kernel_worker = await start_worker(self.temporal.client, task_queue=self.task_queue,
-                                                plugins=[mcp_plugin(), fault_lab.fault_lab_plugin()])
-        return self.kernel_worker
-
-    async def start_worker_process(self) -> WorkerProcess:
-        from durable_agent.worker import start_worker_process
-
-        await self._stop_workers()
-        self.worker = await start_worker_process(
-            self.temporal.address, task_queue=self.task_queue, env={fault_lab.ENV_VAR: str(self.faults.path)},
-            plugins=[MCP_PLUGIN, fault_lab.PLUGIN])
-        return self.worker
+    def kernel_plugins(self) -> list[Any]:
+        return [mcp_plugin()]
 
     async def new_chat(self, keys: bool = True, *extra: str) -> ChatSession:
         return await start_mcp_chat(self.temporal.client, self.server(*extra), task_queue=self.task_queue,
@@ -139,8 +126,7 @@ class McpLab:
 
     async def kill_server_mid_call(self, keys: bool, note: str = "buy milk") -> McpCrashReport:
         """SIGKILL the MCP server while add_note is paused; the worker stays up and retries the call."""
-        if self.kernel_worker is None and (self.worker is None or not self.worker.alive):
-            await self.start_kernel_worker()
+        await self.some_worker()
         chat = await self.new_chat(keys)
         await chat.send("Convert 1 km to m")  # the tools are listed and the server is warm before the kill
         before = notes_saved(self.notes_file, note)
@@ -151,7 +137,7 @@ class McpLab:
 
     async def kill_worker_mid_call(self, keys: bool = True, note: str = "call the plumber") -> McpCrashReport:
         """SIGKILL the worker process while add_note is paused in its MCP server; start another worker."""
-        victim = self.worker if self.worker is not None and self.worker.alive else await self.start_worker_process()
+        victim = await self.a_worker_process()
         chat = await self.new_chat(keys)
         await chat.send("Convert 1 km to m")
         before = notes_saved(self.notes_file, note)
@@ -170,14 +156,6 @@ class McpLab:
         runs = activity_runs(history, self.faults.executions(chat.workflow_id))
         turn = [r for r in runs if int(r.activity_id) > 4]  # the note's turn: after list, plan, call, plan
         return McpCrashReport(what, note, keys, reply.text, turn, notes_saved(self.notes_file, note) - before)
-
-    async def _stop_workers(self) -> None:
-        if self.worker is not None:
-            await self.worker.stop()
-            self.worker = None
-        if self.kernel_worker is not None:
-            await self.kernel_worker.stop()
-            self.kernel_worker = None
 
     async def close(self) -> None:
         self.pause_file.unlink(missing_ok=True)
