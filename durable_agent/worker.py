@@ -28,8 +28,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
 from temporalio.client import Client
-from temporalio.worker import Plugin, Worker
+from temporalio.service import RPCError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Plugin, Worker
 
 from . import llm
 from .activities import AgentActivities
@@ -43,6 +47,7 @@ LITELLM_LINE = "durable-agent worker: LiteLLM imported"  # then the first model 
 # for this long before giving them to any worker. The default is 10 s; 1 s makes a restarted worker take
 # over quickly (measured here: restart -> reply about 2.6 s with 2 s). The cost: a worker that is merely
 # slow (busy for over a second) loses its cached workflow to another worker, which replays the history.
+# After a kill in the middle of an activity, `TakeOver` (below) spares the chat even that second.
 STICKY_TIMEOUT = timedelta(seconds=1)
 
 # How much work one worker takes on at a time. A task the worker has taken counts against its timeouts (a
@@ -54,6 +59,36 @@ STICKY_TIMEOUT = timedelta(seconds=1)
 # CPU: a worker for one can take more activities (`create_worker(..., max_concurrent_activities=...)`).
 WORKFLOW_TASK_SLOTS = 4
 ACTIVITY_SLOTS = 16
+
+
+class TakeOver(Interceptor):
+    """After a crash, the chat's next workflow task goes to any worker at once, not after `STICKY_TIMEOUT`.
+
+    The server sends a chat's workflow tasks to the worker that ran its last one (that worker's sticky queue,
+    where the chat is cached). If that worker died in the middle of an activity, the activity is retried on
+    another worker, and the workflow task after it first waits `STICKY_TIMEOUT` on the dead worker's queue.
+    An activity attempt after the first most often follows exactly that (the dead attempt's heartbeat timed
+    out), so the worker that runs it asks the server to forget the chat's sticky queue (ResetStickyTaskQueue):
+    the next workflow task goes to the shared task queue, where every live worker polls. If the first worker is
+    alive after all (the attempt failed for another reason), it only loses its cached copy of the chat and
+    replays the history once. `create_worker` installs it; `durable-agent bench --recovery` measures it.
+    """
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _ForgetStickyOnRetry(next)
+
+
+class _ForgetStickyOnRetry(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        if info.attempt > 1 and not info.is_local and info.workflow_id:
+            try:
+                await activity.client().workflow_service.reset_sticky_task_queue(ResetStickyTaskQueueRequest(
+                    namespace=info.workflow_namespace,
+                    execution=WorkflowExecution(workflow_id=info.workflow_id, run_id=info.workflow_run_id)))
+            except RPCError:
+                pass  # the chat may have ended meanwhile; the sticky timeout still hands the task over
+        return await self.next.execute_activity(input)
 
 
 def build_id() -> str:
@@ -81,6 +116,7 @@ def create_worker(
     options.setdefault("build_id", build_id())
     options.setdefault("max_concurrent_workflow_tasks", WORKFLOW_TASK_SLOTS)
     options.setdefault("max_concurrent_activities", ACTIVITY_SLOTS)
+    options["interceptors"] = [*options.get("interceptors", ()), TakeOver()]
     return Worker(
         client,
         task_queue=task_queue or settings().task_queue,

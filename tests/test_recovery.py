@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from durable_course import events
+from durable_course.faults import FaultLab, Faults
 from durable_course.recovery import Crash, RecoveryReport, run_recovery
 
 
@@ -27,6 +29,29 @@ async def test_a_worker_polls_before_litellm_and_recovers_from_a_kill(temporal):
     table = report.table()
     for words in ("Worker process ready", "as an activity, restarting the worker", "with a standby worker"):
         assert words in table
+
+
+async def test_after_a_kill_the_next_workflow_task_goes_to_the_live_worker_at_once(temporal, task_queue):
+    """The worker that runs the retried tool call has the server forget the chat's sticky queue (worker.TakeOver),
+    so the workflow task after it is not first offered to the dead worker's queue, to time out there."""
+    faults = Faults.create(activate=False)
+    lab = FaultLab(temporal, faults, task_queue=task_queue)
+    spare = None
+    try:
+        await lab.start_worker_process()
+        spare = await lab.launch_worker_process()
+        report = await lab.crash_mid_turn("execute_tool", standby=spare)
+        assert report.reply == "25 + 17 = 42." and report.interrupted is not None
+        history = events.read(await temporal.client.get_workflow_handle(report.workflow_id).fetch_history())
+        kinds = [e.kind for e in history]
+        assert kinds.count("ActivityTaskStarted") == 3  # model, the tool's retry (the killed attempt is not
+        # written: an activity's started event is written when its last attempt ends), model
+        assert "WorkflowTaskTimedOut" not in kinds, kinds
+    finally:
+        if spare is not None and spare is not lab.worker:
+            await spare.stop()
+        await lab.close()
+        faults.remove()
 
 
 async def test_bad_recovery_options_are_refused():
