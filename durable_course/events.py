@@ -120,7 +120,8 @@ class Activity:
     last_failure: str = ""  # why the attempt before the recorded one ended (kept on the started event)
 
 
-_OUTCOMES = {"ActivityTaskCompleted": "completed", "ActivityTaskFailed": "failed",
+# How each closing event of an activity reads (the history views and `activities` use it).
+ACTIVITY_OUTCOMES = {"ActivityTaskCompleted": "completed", "ActivityTaskFailed": "failed",
              "ActivityTaskTimedOut": "timed out", "ActivityTaskCanceled": "canceled"}
 
 
@@ -137,8 +138,8 @@ def activities(history: WorkflowHistory | Sequence[Event]) -> list[Activity]:
         elif e.scheduled_id in found and e.kind == "ActivityTaskStarted":
             found[e.scheduled_id].attempt = d.attempt
             found[e.scheduled_id].last_failure = d.last_failure.message if d.HasField("last_failure") else ""
-        elif e.scheduled_id in found and e.kind in _OUTCOMES:
-            found[e.scheduled_id].outcome = _OUTCOMES[e.kind]
+        elif e.scheduled_id in found and e.kind in ACTIVITY_OUTCOMES:
+            found[e.scheduled_id].outcome = ACTIVITY_OUTCOMES[e.kind]
             if e.kind == "ActivityTaskCompleted":
                 found[e.scheduled_id].result = list(d.result.payloads)
             elif e.kind == "ActivityTaskFailed":

@@ -28,7 +28,7 @@ from temporalio.converter import DataConverter
 
 from durable_agent.session import ChatSession
 
-from .events import Event, read
+from .events import ACTIVITY_OUTCOMES, Event, read
 from .events import fetch as fetch_history
 
 SUMMARY_CHARS = 70
@@ -233,8 +233,6 @@ class Bar:
 def timeline_bars(events: list[HistoryEvent]) -> list[Bar]:
     """The activities of a history, one bar each, in the order they were scheduled."""
     bars: dict[int, Bar] = {}
-    outcomes = {"ActivityTaskCompleted": "completed", "ActivityTaskFailed": "failed",
-                "ActivityTaskTimedOut": "timed out", "ActivityTaskCanceled": "canceled"}
     for e in events:
         if e.kind == "ActivityTaskScheduled":
             name = e.summary.split("(")[0] if e.activity in ("execute_tool", "call_mcp_tool") and e.summary else e.activity
@@ -243,8 +241,8 @@ def timeline_bars(events: list[HistoryEvent]) -> list[Bar]:
             bar = bars[e.scheduled_id]
             if e.kind == "ActivityTaskStarted":
                 bar.started, bar.attempt = e.seconds, e.attempt or 1
-            elif e.kind in outcomes:
-                bar.closed, bar.outcome = e.seconds, outcomes[e.kind]
+            elif e.kind in ACTIVITY_OUTCOMES:
+                bar.closed, bar.outcome = e.seconds, ACTIVITY_OUTCOMES[e.kind]
     return list(bars.values())
 
 
