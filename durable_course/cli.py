@@ -12,22 +12,50 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any, Awaitable, Callable
 
 from durable_agent import cli as agent_cli
+
+
+def _progress(prefix: str):
+    return lambda text: print(f"{prefix}: {text}", file=sys.stderr, flush=True)
+
+
+async def _print_report(command: str, args: argparse.Namespace, measure: Callable[[], Awaitable[Any]],
+                        errors: type[Exception] | tuple[type[Exception], ...] = ValueError) -> int:
+    """Run one measuring command and print its report: a table, or JSON with --json. A bad option (one of
+    `errors`) is one line on stderr and exit status 2."""
+    try:
+        report = await measure()
+    except errors as err:
+        print(f"durable-agent {command}: {err}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.table(), flush=True)
+    return 0
 
 
 async def cmd_recovery(args: argparse.Namespace) -> int:
     from .recovery import run_recovery
 
-    try:
-        report = await run_recovery(starts=args.starts, crashes=args.crashes, standby=not args.no_standby,
-                                    local=not args.no_standby,
-                                    progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
-    except ValueError as err:
-        print(f"durable-agent bench: {err}", file=sys.stderr)
-        return 2
-    print(report.to_json() if args.json else report.table(), flush=True)
-    return 0
+    return await _print_report("bench", args, lambda: run_recovery(
+        starts=args.starts, crashes=args.crashes, standby=not args.no_standby, local=not args.no_standby,
+        progress=_progress("measuring")))
+
+
+def _server_config(items: list[str]) -> dict[str, object]:
+    """`--server-config KEY=VALUE` options as dynamic-config settings (VALUE as JSON, else a string)."""
+    from .bench import BenchError
+
+    config: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--server-config takes KEY=VALUE (VALUE as JSON, e.g. 1000 or '\"10ms\"'), not {item!r}")
+        try:
+            config[key.strip()] = json.loads(value)
+        except ValueError:
+            config[key.strip()] = value  # a bare word: a string
+    return config
 
 
 async def cmd_bench(args: argparse.Namespace) -> int:
@@ -35,69 +63,40 @@ async def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.recovery:
         return await cmd_recovery(args)
-
     if args.streaming:
         return await cmd_bench_streaming(args)
-    loops = [name.strip() for name in args.loops.split(",") if name.strip()]
-    try:
+
+    async def measure() -> Any:
         if args.model_latency < 0:
             raise BenchError(f"--model-latency must be 0 or more milliseconds, not {args.model_latency:g}")
-        server_config = {}
-        for item in args.server_config:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise BenchError(f"--server-config takes KEY=VALUE (VALUE as JSON, e.g. 1000 or '\"10ms\"'), not {item!r}")
-            try:
-                server_config[key.strip()] = json.loads(value)
-            except ValueError:
-                server_config[key.strip()] = value  # a bare word: a string
-        report = await run_benchmark(iterations=args.iterations, warmup=args.warmup, loops=loops,
-                                     models=models_to_measure(latency_ms=args.model_latency),
-                                     server_config=server_config or None,
-                                     progress=lambda text: print(f"measuring: {text}", file=sys.stderr, flush=True))
-    except BenchError as err:
-        print(f"durable-agent bench: {err}", file=sys.stderr)
-        return 2
-    print(report.to_json() if args.json else report.table(), flush=True)
-    return 0
+        loops = [name.strip() for name in args.loops.split(",") if name.strip()]
+        return await run_benchmark(iterations=args.iterations, warmup=args.warmup, loops=loops,
+                                   models=models_to_measure(latency_ms=args.model_latency),
+                                   server_config=_server_config(args.server_config) or None,
+                                   progress=_progress("measuring"))
+
+    return await _print_report("bench", args, measure, BenchError)
 
 
 async def cmd_bench_streaming(args: argparse.Namespace) -> int:
     from .bench import BenchError, run_streaming_benchmark
 
-    try:
-        report = await run_streaming_benchmark(iterations=args.iterations, warmup=args.warmup)
-    except BenchError as err:
-        print(f"durable-agent bench: {err}", file=sys.stderr)
-        return 2
-    print(report.to_json() if args.json else report.table(), flush=True)
-    return 0
+    return await _print_report("bench", args, lambda: run_streaming_benchmark(
+        iterations=args.iterations, warmup=args.warmup), BenchError)
 
 
 async def cmd_load(args: argparse.Namespace) -> int:
     from .load import run_load
 
-    try:
-        report = await run_load(args.chats, args.turns, args.kill_every,
-                                progress=lambda text: print(f"load: {text}", file=sys.stderr, flush=True))
-    except ValueError as err:
-        print(f"durable-agent load: {err}", file=sys.stderr)
-        return 2
-    print(report.to_json() if args.json else report.table(), flush=True)
-    return 0
+    return await _print_report("load", args, lambda: run_load(
+        args.chats, args.turns, args.kill_every, progress=_progress("load")))
 
 
 async def cmd_class_load(args: argparse.Namespace) -> int:
     from .classroom import run_class_load
 
-    try:
-        report = await run_class_load(args.learners, args.turns,
-                                      progress=lambda text: print(f"class-load: {text}", file=sys.stderr, flush=True))
-    except ValueError as err:
-        print(f"durable-agent class-load: {err}", file=sys.stderr)
-        return 2
-    print(report.to_json() if args.json else report.table(), flush=True)
-    return 0
+    return await _print_report("class-load", args, lambda: run_class_load(
+        args.learners, args.turns, progress=_progress("class-load")))
 
 
 async def cmd_namespaces(args: argparse.Namespace) -> int:
