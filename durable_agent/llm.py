@@ -106,10 +106,17 @@ async def litellm_ready() -> Any:
 
 async def complete(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig) -> dict[str, Any]:
     """One chat-completion call; returns the assistant message as an OpenAI-style dict."""
-    litellm = await litellm_ready()
     if config.latency_ms:  # a model that takes its time: the offline model made to answer like a real one
         await asyncio.sleep(config.latency_ms / 1000)
-    response = await litellm.acompletion(
+    response = await _acompletion(messages, tools, config)
+    return response.choices[0].message.model_dump()
+
+
+async def _acompletion(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig,
+                       **options: Any) -> Any:
+    """LiteLLM's `acompletion` as both calls make it: the configured model, and no retries of its own."""
+    litellm = await litellm_ready()
+    return await litellm.acompletion(
         model=config.model,
         messages=messages,
         tools=tools or None,
@@ -117,8 +124,8 @@ async def complete(messages: list[dict[str, Any]], tools: list[dict[str, Any]], 
         timeout=config.timeout_seconds,
         num_retries=0,  # Temporal retries, not LiteLLM
         max_retries=0,  # nor the OpenAI client underneath
+        **options,
     )
-    return response.choices[0].message.model_dump()
 
 
 async def complete_streaming(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig,
@@ -127,16 +134,7 @@ async def complete_streaming(messages: list[dict[str, Any]], tools: list[dict[st
     as the model produces it; the assembled assistant message (text and tool calls) is returned, as from
     `complete()`. The offline model streams too, word by word, through the same LiteLLM streaming API."""
     litellm = await litellm_ready()
-    stream = await litellm.acompletion(
-        model=config.model,
-        messages=messages,
-        tools=tools or None,
-        api_base=config.api_base,
-        timeout=config.timeout_seconds,
-        stream=True,
-        num_retries=0,
-        max_retries=0,
-    )
+    stream = await _acompletion(messages, tools, config, stream=True)
     chunks = []
     async for chunk in stream:
         chunks.append(chunk)
