@@ -377,6 +377,11 @@ def _short(text: str | None, limit: int = 110) -> str:
 
 # --- the experiments ---------------------------------------------------------------------------------------
 
+def interrupted_run(runs: list[ActivityRun], completed_before_kill: list[str]) -> ActivityRun | None:
+    """The activity a kill interrupted: it ran more than once, and its attempt had not finished before the kill."""
+    return next((r for r in runs if r.activity_id not in completed_before_kill and r.starts > 1), None)
+
+
 @dataclass
 class CrashReport:
     workflow_id: str
@@ -393,7 +398,7 @@ class CrashReport:
 
     @property
     def interrupted(self) -> ActivityRun | None:
-        return next((r for r in self.runs if r.activity_id not in self.completed_before_kill and r.starts > 1), None)
+        return interrupted_run(self.runs, self.completed_before_kill)
 
     def __str__(self) -> str:
         notes = {i: "   <- completed before the crash: not run again" for i in self.completed_before_kill}

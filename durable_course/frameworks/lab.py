@@ -22,7 +22,7 @@ from typing import Any
 
 from durable_agent.server import Temporal
 from durable_agent.worker import WorkerProcess
-from durable_course.faults import HANG, PLUGIN, ActivityRun, Faults, activity_runs
+from durable_course.faults import HANG, PLUGIN, ActivityRun, Faults, activity_runs, interrupted_run
 
 from .worker import FRAMEWORKS, start_worker_process
 
@@ -55,7 +55,7 @@ class FrameworkCrash:
 
     @property
     def interrupted(self) -> ActivityRun | None:
-        return next((r for r in self.runs if r.activity_id not in self.completed_before_kill and r.starts > 1), None)
+        return interrupted_run(self.runs, self.completed_before_kill)
 
     def __str__(self) -> str:
         notes = {i: "   <- completed before the kill: not run again" for i in self.completed_before_kill}
