@@ -65,7 +65,8 @@ def _wrap_kernel() -> None:
     def execute_cell_input(self, cell_input, allow_stdin=None):
         msg_id = execute(self, cell_input, allow_stdin=allow_stdin)
         watched = _watched(self)
-        watched.cells[msg_id] = (cell_input or "").strip().splitlines()[0][:60] if (cell_input or "").strip() else ""
+        lines = (cell_input or "").strip().splitlines()
+        watched.cells[msg_id] = lines[0][:60] if lines else ""
         watched.running = msg_id
         return msg_id
 
