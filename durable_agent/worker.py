@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,6 +160,14 @@ class WorkerProcess:
         return self.process.pid
 
     @property
+    def identity(self) -> str:
+        """The identity the worker polls with (the server records it on every activity attempt it starts)."""
+        found = re.search(rf"{READY_LINE} .*?identity ([^\s,;)]+)", self.log())
+        if not found:
+            raise RuntimeError(f"the worker process {self.pid} has not said its identity (is it ready?)")
+        return found.group(1)
+
+    @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
@@ -271,7 +280,8 @@ async def serve(client: Client, task_queue: str | None = None, plugins: list[str
         loop.add_signal_handler(sig, stop.set)
     async with worker:
         litellm = "LiteLLM loaded" if llm.loaded() else "LiteLLM importing in the background"
-        print(f"{READY_LINE} (pid {os.getpid()}, task queue {task_queue}; {litellm})", flush=True)
+        print(f"{READY_LINE} (pid {os.getpid()}, identity {client.identity}, task queue {task_queue}; {litellm})",
+              flush=True)
         ready = time.monotonic()
         llm.preload()
         imported = asyncio.create_task(llm.litellm_ready())

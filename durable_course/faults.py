@@ -46,6 +46,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from durable_agent import llm
 from durable_agent.config import redact_secrets
 from durable_agent.logs import silenced
+from durable_agent.supervisor import Supervisor
 
 from . import events
 
@@ -395,10 +396,20 @@ class CrashReport:
     restart_to_ready: float  # SIGKILL -> a new worker process polls (LiteLLM is imported after that)
     ready_to_reply: float  # -> the pending Update returned (Temporal's recovery timers, LiteLLM's import)
     kill_to_retry: float  # SIGKILL -> the interrupted activity ran again
+    supervised: bool = False  # a Supervisor told the server the process had exited
 
     @property
     def interrupted(self) -> ActivityRun | None:
         return interrupted_run(self.runs, self.completed_before_kill)
+
+    def _recovery_line(self, interrupted: ActivityRun | None) -> str:
+        if interrupted is None:
+            return "No activity was interrupted."
+        if self.supervised:
+            return (f"The supervisor saw the process exit and failed its attempt of #{interrupted.activity_id} "
+                    f"at once ({interrupted.last_failure!r}); the server retried it.")
+        return (f"The server gave up on the dead attempt of #{interrupted.activity_id} when it timed out "
+                f"({interrupted.last_failure!r}), then retried it.")
 
     def __str__(self) -> str:
         notes = {i: "   <- completed before the crash: not run again" for i in self.completed_before_kill}
@@ -408,9 +419,7 @@ class CrashReport:
         return "\n".join([
             f"SIGKILL to worker pid {self.killed_pid} during {self.during}; restarted it as pid {self.new_pid}.",
             f"Agent (the same Update, never re-sent): {self.reply}",
-            (f"The server gave up on the dead attempt of #{interrupted.activity_id} when it timed out "
-             f"({interrupted.last_failure!r}), then retried it." if interrupted else
-             "No activity was interrupted."),
+            self._recovery_line(interrupted),
             # The only line that changes from run to run (nbval's sanitize file blanks it).
             f"Measured on this machine: from the kill, new worker polling {_seconds(self.restart_to_ready)}, "
             f"interrupted activity running again {_seconds(self.kill_to_retry)}, reply "
@@ -573,14 +582,17 @@ class FaultLab:
         return await start_chat(self.temporal.client, task_queue=self.task_queue, input=ChatInput(model_call=model_call))
 
     async def crash_mid_turn(self, during: str = "plan_next_action", question: str = "What is 25 + 17?",
-                             standby: WorkerProcess | None = None, model_call: str = "activity") -> CrashReport:
+                             standby: WorkerProcess | None = None, model_call: str = "activity",
+                             supervised: bool = False) -> CrashReport:
         """SIGKILL the worker process while `during` runs, restart it, and wait for the same Update's reply.
 
         `plan_next_action`: the kill lands in the second model call, after a tool call has completed;
         `execute_tool`: in the tool call, after the first model call has completed. With `standby`, a second
         worker process already polling the lab's task queue: whichever of the two runs the hanging call is
         killed, the other takes over, and no new process is started (`restart_to_ready` is then 0). With
-        `model_call="local_activity"` the model calls are local activities (see `workflow.PLAN_LOCAL_ACTIVITY`)."""
+        `model_call="local_activity"` the model calls are local activities (see `workflow.PLAN_LOCAL_ACTIVITY`).
+        With `supervised`, a `durable_agent.supervisor.Supervisor` watches the worker processes and tells the
+        server at once when one exits, instead of the server waiting for the dead attempt's heartbeat timeout."""
         if during not in ("plan_next_action", "execute_tool"):
             raise ValueError(f"during must be 'plan_next_action' or 'execute_tool', not {during!r}")
         self.faults.clear()
@@ -600,6 +612,9 @@ class FaultLab:
             raise RuntimeError(f"{during} hangs in process {hung.pid}, not in the lab's worker {victim.pid}: "
                                f"is another worker polling the task queue {self.task_queue!r}?")
         victim = workers.pop(hung.pid)
+        supervisor = Supervisor(self.temporal.client, self.task_queue) if supervised else None
+        if supervisor:
+            supervisor.watch(victim)
         victim.kill()  # SIGKILL, by process id
         killed_at = time.time()
         self.worker = None
@@ -611,6 +626,8 @@ class FaultLab:
             ready = time.time()
         reply = await pending
         replied = time.time()
+        if supervisor:
+            await supervisor.close()
         executions = self.faults.executions(chat.workflow_id)
         runs = activity_runs(await chat.handle.fetch_history(), executions)
         done_before = sorted({e.activity_id for e in executions if e.event == "done" and e.pid == victim.pid}, key=int)
@@ -619,7 +636,7 @@ class FaultLab:
         return CrashReport(
             chat.workflow_id, during, reply.text, victim.pid, self.worker.pid, runs, done_before,
             [r.activity_id for r in runs if r.activity_id in done_before and r.starts > 1],
-            ready - killed_at, replied - ready, retried_at - killed_at)
+            ready - killed_at, replied - ready, retried_at - killed_at, supervised)
 
     async def model_outage_turn(self, failures: int = 3, status: int = 503,
                                 question: str = "What is 25 + 17?", retry_after: float | None = None) -> OutageReport:

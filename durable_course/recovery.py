@@ -42,6 +42,7 @@ class Crash:
     rerun_completed: int  # completed activities executed again: must be 0
     model_call: str = "activity"  # or "local_activity" (ChatInput.model_call)
     model_runs: int = 0  # model calls executed for the turn, counting the interrupted one and its re-runs
+    supervised: bool = False  # a Supervisor told the server the process had exited (else: heartbeat timeout)
 
 
 @dataclass
@@ -71,24 +72,33 @@ class RecoveryReport:
             "",
             "SIGKILL mid-turn, seconds from the kill (the pending message is never re-sent):",
             "",
-            f"{'killed during':<18} {'model call':<15} {'standby':>7} {'-> ready':>9} {'-> retry':>9} {'-> reply':>9} "
-            f"{'model runs':>10} {'rerun':>6}",
-            "-" * 91,
+            f"{'killed during':<18} {'model call':<15} {'standby':>7} {'supervised':>10} {'-> ready':>9} {'-> retry':>9} "
+            f"{'-> reply':>9} {'model runs':>10} {'rerun':>6}",
+            "-" * 102,
         ]
         if not self.crashes:
             lines.append("(no crash measured)")
         for c in self.crashes:
-            lines.append(f"{c.during:<18} {c.model_call:<15} {'yes' if c.standby else 'no':>7} {c.to_ready:>9.2f} "
-                         f"{c.to_retry:>9.2f} {c.to_reply:>9.2f} {c.model_runs:>10} {c.rerun_completed:>6}")
+            lines.append(f"{c.during:<18} {c.model_call:<15} {_yes(c.standby):>7} {_yes(c.supervised):>10} "
+                         f"{c.to_ready:>9.2f} {c.to_retry:>9.2f} {c.to_reply:>9.2f} {c.model_runs:>10} "
+                         f"{c.rerun_completed:>6}")
         lines.append("")
         for model_call in ("activity", "local_activity"):
             for standby in (False, True):
-                chosen = [c.to_reply for c in self.crashes if (c.standby, c.model_call) == (standby, model_call)]
-                if chosen:
-                    lines.append(f"kill -> reply p50, model call as {'a local activity' if model_call != 'activity' else 'an activity'}, "
-                                 f"{'with a standby worker' if standby else 'restarting the worker'}: "
-                                 f"{statistics.median(chosen):.2f} s over {len(chosen)} crashes")
+                for supervised in (False, True):
+                    chosen = [c.to_reply for c in self.crashes
+                              if (c.standby, c.model_call, c.supervised) == (standby, model_call, supervised)]
+                    if chosen:
+                        lines.append(
+                            f"kill -> reply p50, model call as {'a local activity' if model_call != 'activity' else 'an activity'}, "
+                            f"{'with a standby worker' if standby else 'restarting the worker'}, "
+                            f"{'supervised' if supervised else 'noticed by the heartbeat timeout'}: "
+                            f"{statistics.median(chosen):.2f} s over {len(chosen)} crashes")
         return "\n".join(lines)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 READY_LITELLM = "LiteLLM loaded"  # in the worker's ready line when LiteLLM was imported before it polled
@@ -110,7 +120,8 @@ async def measure_ready(temporal: Temporal, starts: int,
     return seconds, loaded, litellm
 
 
-async def measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str = "activity") -> Crash:
+async def measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str = "activity",
+                        supervised: bool = False) -> Crash:
     spare = None
     if standby:  # a second worker process on the lab's task queue, polling before the turn starts
         if lab.worker is None or not lab.worker.alive:
@@ -118,24 +129,28 @@ async def measure_crash(lab: FaultLab, during: str, standby: bool, model_call: s
         spare = await lab.launch_worker_process()
         await spare.wait_litellm()  # a standby has been up for a while: it has LiteLLM
     try:
-        report = await lab.crash_mid_turn(during, standby=spare, model_call=model_call)
+        report = await lab.crash_mid_turn(during, standby=spare, model_call=model_call, supervised=supervised)
     finally:
         if spare is not None and spare is not lab.worker:
             await spare.stop()
     model_runs = lab.faults.count("plan_next_action", workflow_id=report.workflow_id)
     return Crash(during, standby, report.restart_to_ready, report.kill_to_retry,
                  report.restart_to_ready + report.ready_to_reply, report.reply, len(report.rerun_completed),
-                 model_call, model_runs)
+                 model_call, model_runs, supervised)
 
 
 async def run_recovery(temporal: Temporal | None = None, *, starts: int = 5, crashes: int = 2,
                        standby: bool = True, during: tuple[str, ...] = ACTIVITIES, local: bool = True,
+                       supervised: tuple[bool, ...] = (False, True),
                        progress: Callable[[str], None] | None = None) -> RecoveryReport:
     """Measure worker start-up `starts` times and `crashes` kills per activity type in `during`, restarting
-    the worker, and (with `standby`) as many with a standby worker; with `local`, as many kills during the
-    model call made as a local activity (with a standby: what the local-activity option gives up)."""
+    the worker, and (with `standby`) as many with a standby worker, each noticed by the server (heartbeat
+    timeout) and/or told by a supervisor (`supervised`); with `local`, as many kills during the model call made
+    as a local activity (with a standby, unsupervised: what the local-activity option gives up)."""
     if starts < 1 or crashes < 0:
         raise ValueError(f"starts must be at least 1 and crashes at least 0 (got {starts}, {crashes})")
+    if not supervised or set(supervised) - {False, True}:
+        raise ValueError(f"supervised must be (False,), (True,) or (False, True), not {supervised!r}")
     if not during or set(during) - set(ACTIVITIES):
         raise ValueError(f"during must name activities among {', '.join(ACTIVITIES)}, not {during!r}")
     from .bench import environment
@@ -149,10 +164,12 @@ async def run_recovery(temporal: Temporal | None = None, *, starts: int = 5, cra
         say(f"worker start-up, {starts} times")
         report = RecoveryReport(*await measure_ready(temporal, starts), environment=environment())
         for spare in (False, True) if standby else (False,):
-            for activity in during:
-                for _ in range(crashes):
-                    say(f"SIGKILL during {activity}{' with a standby worker' if spare else ''}")
-                    report.crashes.append(await measure_crash(lab, activity, spare))
+            for told in supervised:
+                for activity in during:
+                    for _ in range(crashes):
+                        say(f"SIGKILL during {activity}{' with a standby worker' if spare else ''}"
+                            f"{', supervised' if told else ''}")
+                        report.crashes.append(await measure_crash(lab, activity, spare, supervised=told))
         for _ in range(crashes if local else 0):
             say("SIGKILL during plan_next_action as a local activity, with a standby worker")
             report.crashes.append(await measure_crash(lab, "plan_next_action", True, "local_activity"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,13 +10,17 @@ import textwrap
 
 import pytest
 
+from durable_agent.session import start_chat
+from durable_agent.supervisor import release_activities, running_query
+from durable_agent.worker import start_worker
 from durable_course import events
-from durable_course.faults import FaultLab, Faults
+from durable_course.faults import ENV_VAR, FaultLab, Faults, fault_lab_plugin
 from durable_course.recovery import Crash, RecoveryReport, run_recovery
 
 
 async def test_a_worker_polls_before_litellm_and_recovers_from_a_kill(temporal):
-    report = await run_recovery(temporal, starts=1, crashes=1, during=("execute_tool",), local=False)
+    report = await run_recovery(temporal, starts=1, crashes=1, during=("execute_tool",), local=False,
+                                supervised=(False,))
     assert len(report.ready_s) == 1 and report.ready_s[0] > 0
     # The worker said, when it began to poll, that LiteLLM was not loaded yet: it is imported afterwards.
     assert report.litellm_loaded_when_ready == [False] and report.litellm_after_ready_s[0] > 0
@@ -31,17 +36,25 @@ async def test_a_worker_polls_before_litellm_and_recovers_from_a_kill(temporal):
         assert words in table
 
 
-async def test_after_a_kill_the_next_workflow_task_goes_to_the_live_worker_at_once(temporal, task_queue):
-    """The worker that runs the retried tool call has the server forget the chat's sticky queue (worker.TakeOver),
-    so the workflow task after it is not first offered to the dead worker's queue, to time out there."""
+async def test_a_supervised_kill_is_retried_at_once_and_the_next_workflow_task_goes_to_the_live_worker(
+        temporal, task_queue):
+    """A supervisor that sees the worker process exit fails its running attempt at once (supervisor.py), so the
+    server does not wait for the heartbeat timeout; and the worker that runs the retried tool call has the server
+    forget the chat's sticky queue (worker.TakeOver), so the workflow task after it is not first offered to the
+    dead worker's queue, to time out there."""
     faults = Faults.create(activate=False)
     lab = FaultLab(temporal, faults, task_queue=task_queue)
     spare = None
     try:
         await lab.start_worker_process()
         spare = await lab.launch_worker_process()
-        report = await lab.crash_mid_turn("execute_tool", standby=spare)
+        report = await lab.crash_mid_turn("execute_tool", standby=spare, supervised=True)
         assert report.reply == "25 + 17 = 42." and report.interrupted is not None
+        # The attempt the kill interrupted failed because the supervisor said so, not by its heartbeat timeout.
+        failure = report.interrupted.last_failure
+        assert failure.startswith("worker ") and failure.endswith(" exited with -9; released by its supervisor"), failure
+        assert report.rerun_completed == []
+        assert "The supervisor saw the process exit" in str(report)
         history = events.read(await temporal.client.get_workflow_handle(report.workflow_id).fetch_history())
         kinds = [e.kind for e in history]
         assert kinds.count("ActivityTaskStarted") == 3  # model, the tool's retry (the killed attempt is not
@@ -54,21 +67,55 @@ async def test_after_a_kill_the_next_workflow_task_goes_to_the_live_worker_at_on
         faults.remove()
 
 
+async def test_a_release_names_the_dead_worker_and_fails_nothing_a_live_one_runs(temporal, task_queue, monkeypatch):
+    """`release_activities` fails only the attempts the server says the named worker started: a live worker's
+    call in flight is left alone, and the turn ends as if nothing had happened."""
+    faults = Faults.create(activate=False)
+    monkeypatch.setenv(ENV_VAR, str(faults.path))
+    worker = await start_worker(temporal.client, task_queue=task_queue, plugins=[fault_lab_plugin()])
+    try:
+        faults.hold("execute_tool")
+        chat = await start_chat(temporal.client, task_queue=task_queue)
+        reply = asyncio.create_task(chat.send("What is 25 + 17?"))
+        await faults.wait_for(lambda ex: any(e.activity == "execute_tool" and e.event == "start" for e in ex))
+        assert await release_activities(temporal.client, "4242@elsewhere", task_queue=task_queue) == []
+        faults.release()
+        assert (await reply).text == "25 + 17 = 42."
+        tool_runs = [e for e in faults.executions(chat.workflow_id) if e.activity == "execute_tool"]
+        assert [(e.event, e.attempt) for e in tool_runs] == [("start", 1), ("done", 1)]
+    finally:
+        await worker.stop()
+        faults.remove()
+
+
+def test_a_task_queue_name_that_cannot_be_queried_is_refused():
+    assert running_query("fault-lab") == 'ExecutionStatus="Running" AND TaskQueue="fault-lab"'
+    assert running_query(None) == 'ExecutionStatus="Running"'
+    with pytest.raises(ValueError, match="cannot be queried"):
+        running_query('q" OR TaskQueue="other')
+
+
 async def test_bad_recovery_options_are_refused():
     with pytest.raises(ValueError, match="starts must be at least 1"):
         await run_recovery(starts=0)
     with pytest.raises(ValueError, match="during must name activities"):
         await run_recovery(during=("telepathy",))
+    with pytest.raises(ValueError, match="supervised must be"):
+        await run_recovery(supervised=())
 
 
 def test_the_table_reads_a_report():
     report = RecoveryReport([0.5, 0.7], [False, False], [3.0, 4.0],
                             [Crash("plan_next_action", False, 0.6, 3.1, 6.0, "ok", 0, "activity", 3),
-                             Crash("plan_next_action", True, 0.0, 10.2, 11.0, "ok", 0, "local_activity", 3)])
+                             Crash("plan_next_action", True, 0.0, 10.2, 11.0, "ok", 0, "local_activity", 3),
+                             Crash("execute_tool", True, 0.0, 0.1, 0.9, "ok", 0, "activity", 2, supervised=True)])
     table = report.table()
     assert "p50 0.60 s" in table
-    assert "model call as an activity, restarting the worker: 6.00 s over 1 crashes" in table
-    assert "model call as a local activity, with a standby worker: 11.00 s over 1 crashes" in table
+    assert ("model call as an activity, restarting the worker, noticed by the heartbeat timeout: 6.00 s over 1 "
+            "crashes") in table
+    assert ("model call as a local activity, with a standby worker, noticed by the heartbeat timeout: 11.00 s over "
+            "1 crashes") in table
+    assert "model call as an activity, with a standby worker, supervised: 0.90 s over 1 crashes" in table
     assert json.loads(report.to_json())["crashes"][0]["to_reply"] == 6.0
 
 

@@ -1,0 +1,114 @@
+"""Who notices that a worker died: the server, by a missed heartbeat, or a supervisor that saw the process exit.
+
+Primitive 2 (managed side effects), at its edge. Temporal cannot see a worker process die. It notices a dead
+activity attempt when the attempt misses its heartbeat timeout (a model call: 3 s; a tool call: 2 s,
+`workflow.py`), then waits the retry policy's back-off (1 s), and only then runs the attempt again elsewhere.
+Whatever started the process (systemd, Kubernetes, a notebook) learns of its exit at once; it can tell the
+server, which then retries at once:
+
+    supervisor = Supervisor(client, task_queue)
+    supervisor.watch(worker_process)          # a WorkerProcess, from worker.start_worker_process
+
+When a watched process exits for any reason, `release_activities` fails the attempts that the server still
+believes it is running (found by the worker's identity), with a retryable `WorkerDied` error and no back-off:
+the dead worker cannot finish them, and a dead worker is not a failing dependency to wait out. The retry goes
+to any live worker. Nothing else changes: the attempt still counts against the retry policy, the history
+records the failure (`worker 1234@host exited with -9; released by its supervisor`), and completed activities never run again.
+If the supervisor itself is gone, the heartbeat timeout still catches the attempt, a few seconds later.
+
+Only a process that has *exited* may be released: an attempt still running somewhere would run twice.
+`durable-agent bench --recovery` measures the difference (rows marked "supervised"); notebook 05 shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+if TYPE_CHECKING:
+    from .worker import WorkerProcess
+
+# The retry of a released attempt waits this long instead of the retry policy's back-off. Not zero: the
+# server reads a zero delay as "not given" and applies the policy's back-off.
+RETRY_AT_ONCE = timedelta(milliseconds=1)
+
+
+@dataclass
+class Released:
+    """An activity attempt failed on behalf of a dead worker."""
+
+    workflow_id: str
+    activity_id: str
+    activity_type: str
+    attempt: int
+
+
+def running_query(task_queue: str | None) -> str:
+    """The visibility query for the running workflows on `task_queue` (all of them when None)."""
+    if task_queue is not None and ('"' in task_queue or "\\" in task_queue):
+        raise ValueError(f"a task queue name with quotes or backslashes cannot be queried: {task_queue!r}")
+    return 'ExecutionStatus="Running"' + (f' AND TaskQueue="{task_queue}"' if task_queue else "")
+
+
+async def release_activities(client: Client, identity: str, *, task_queue: str | None = None,
+                             reason: str = "exited") -> list[Released]:
+    """Fail, at once, every activity attempt that the worker `identity` was running, so that each is retried
+    now, on a live worker, instead of after its heartbeat timeout. Call it only once that worker has exited."""
+    released: list[Released] = []
+    async for execution in client.list_workflows(running_query(task_queue)):
+        try:
+            description = await client.get_workflow_handle(execution.id, run_id=execution.run_id).describe()
+        except RPCError:
+            continue  # ended meanwhile
+        for pending in description.raw_description.pending_activities:
+            if (pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                    or pending.last_worker_identity != identity):
+                continue
+            error = ApplicationError(f"worker {identity} {reason}; released by its supervisor", type="WorkerDied",
+                                     next_retry_delay=RETRY_AT_ONCE)
+            try:
+                await client.get_async_activity_handle(
+                    workflow_id=execution.id, run_id=execution.run_id, activity_id=pending.activity_id).fail(error)
+            except RPCError:
+                continue  # the attempt timed out or completed meanwhile: nothing to release
+            released.append(Released(execution.id, pending.activity_id, pending.activity_type.name, pending.attempt))
+    return released
+
+
+class Supervisor:
+    """Watches worker processes; when one exits, releases its activities (`release_activities`)."""
+
+    def __init__(self, client: Client, task_queue: str | None = None, poll_interval: float = 0.02) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.poll_interval = poll_interval
+        self.released: list[Released] = []  # everything released so far, oldest first
+        self._watching: dict[int, asyncio.Task[list[Released]]] = {}
+
+    def watch(self, worker: "WorkerProcess") -> asyncio.Task[list[Released]]:
+        """Start watching `worker`; the task returns what was released when it exited."""
+        if worker.pid not in self._watching:
+            self._watching[worker.pid] = asyncio.create_task(self._watch(worker))
+        return self._watching[worker.pid]
+
+    async def _watch(self, worker: "WorkerProcess") -> list[Released]:
+        while worker.process.poll() is None:
+            await asyncio.sleep(self.poll_interval)
+        released = await release_activities(self.client, worker.identity, task_queue=self.task_queue,
+                                            reason=f"exited with {worker.process.returncode}")
+        self.released += released
+        return released
+
+    async def close(self) -> None:
+        """Stop watching (the processes keep running)."""
+        for task in self._watching.values():
+            task.cancel()
+        await asyncio.gather(*self._watching.values(), return_exceptions=True)
+        self._watching.clear()
