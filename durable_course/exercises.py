@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("folder", type=Path)
     chk.add_argument("--json", type=Path, help="also write every check result to this JSON file")
     chk.add_argument("--timeout", type=int, default=60, help="seconds for each cell (the check cell gets 5 times it)")
+    chk.add_argument("--jobs", type=int, default=None,
+                     help="notebooks graded side by side (default: one per CPU, at most 4)")
     chk.add_argument("--solutions", type=Path, default=ROOT / "solutions")
     chk.add_argument("--exercises", type=Path, default=ROOT / "exercises")
     args = parser.parse_args(argv)
@@ -144,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.folder.is_dir():
             print(f"{args.folder} is not a folder", file=sys.stderr)
             return 2
-        reports = grade_folder(args.folder, args.solutions, args.exercises, timeout=args.timeout)
+        if args.jobs is not None and args.jobs < 1:
+            print(f"--jobs must be at least 1, not {args.jobs}", file=sys.stderr)
+            return 2
+        reports = grade_folder(args.folder, args.solutions, args.exercises, timeout=args.timeout, jobs=args.jobs)
         print(format_table(reports))
         if args.json:
             args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=1), encoding="utf-8")

@@ -397,6 +397,7 @@ class CrashReport:
     ready_to_reply: float  # -> the pending Update returned (Temporal's recovery timers, LiteLLM's import)
     kill_to_retry: float  # SIGKILL -> the interrupted activity ran again
     supervised: bool = False  # a Supervisor told the server the process had exited
+    standby: bool = False  # a worker process already polling took over (none was started)
 
     @property
     def interrupted(self) -> ActivityRun | None:
@@ -417,12 +418,16 @@ class CrashReport:
         if interrupted:
             notes[interrupted.activity_id] = "   <- interrupted by the kill, run again"
         return "\n".join([
-            f"SIGKILL to worker pid {self.killed_pid} during {self.during}; restarted it as pid {self.new_pid}.",
+            f"SIGKILL to worker pid {self.killed_pid} during {self.during}; "
+            + (f"the standby worker pid {self.new_pid} took over." if self.standby
+               else f"restarted it as pid {self.new_pid}."),
             f"Agent (the same Update, never re-sent): {self.reply}",
             self._recovery_line(interrupted),
             # The only line that changes from run to run (nbval's sanitize file blanks it).
-            f"Measured on this machine: from the kill, new worker polling {_seconds(self.restart_to_ready)}, "
-            f"interrupted activity running again {_seconds(self.kill_to_retry)}, reply "
+            "Measured on this machine: from the kill, "
+            + ("the standby polling all along, " if self.standby
+               else f"new worker polling {_seconds(self.restart_to_ready)}, ")
+            + f"interrupted activity running again {_seconds(self.kill_to_retry)}, reply "
             f"{_seconds(self.restart_to_ready + self.ready_to_reply)}.",
             "This turn's activities (executions counted by the log, outcome recorded in the event history):",
             *(r.line(notes.get(r.activity_id, "")) for r in self.runs),
@@ -636,7 +641,7 @@ class FaultLab:
         return CrashReport(
             chat.workflow_id, during, reply.text, victim.pid, self.worker.pid, runs, done_before,
             [r.activity_id for r in runs if r.activity_id in done_before and r.starts > 1],
-            ready - killed_at, replied - ready, retried_at - killed_at, supervised)
+            ready - killed_at, replied - ready, retried_at - killed_at, supervised, standby is not None)
 
     async def model_outage_turn(self, failures: int = 3, status: int = 503,
                                 question: str = "What is 25 + 17?", retry_after: float | None = None) -> OutageReport:

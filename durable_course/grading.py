@@ -26,10 +26,12 @@ It runs submitted code: run it on a machine (or container) you do not mind a stu
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,14 +363,26 @@ def _in_class_order(path: Path) -> list:
     return [int(piece) if piece.isdigit() else piece for piece in re.split(r"(\d+)", str(path))]
 
 
+def default_jobs() -> int:
+    """Submissions graded side by side by default: one per CPU, at most 4. Each runs its own kernel, Temporal
+    server and worker, and spends part of its time waiting (timeouts, retries the exercises teach)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
 def grade_folder(folder: Path, solutions: Path = ROOT / "solutions", exercises: Path = ROOT / "exercises",
-                 timeout: int = CELL_TIMEOUT) -> list[NotebookReport]:
+                 timeout: int = CELL_TIMEOUT, jobs: int | None = None) -> list[NotebookReport]:
+    """Grade every notebook under `folder`, `jobs` at a time (default: `default_jobs()`); the reports come back
+    in class order whatever order they finish in."""
+    jobs = default_jobs() if jobs is None else jobs
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number of at least 1, not {jobs!r}")
     paths = sorted((p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts), key=_in_class_order)
     if not paths:
         raise FileNotFoundError(f"no notebooks (*.ipynb) in {folder}")
     known = load_exercises(solutions, exercises)
-    reports = []
-    for path in paths:
+
+    def grade(path: Path) -> NotebookReport:
         name = str(path.relative_to(folder).with_suffix(""))
         print(f"grading {name} ...", file=sys.stderr, flush=True)
         try:
@@ -376,5 +390,8 @@ def grade_folder(folder: Path, solutions: Path = ROOT / "solutions", exercises: 
         except Exception as err:  # a bug of the grader's own must not cost the rest of the class their grades
             report = NotebookReport(name, error=f"the grader failed on it: {type(err).__name__}: {err}"[:200])
         report.name = name
-        reports.append(report)
-    return reports
+        return report
+
+    # Threads are enough: each submission runs in a kernel process of its own; a thread only waits on it.
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grader") as pool:
+        return list(pool.map(grade, paths))

@@ -48,6 +48,7 @@ TERMS = {
     "sigkill": (r"\bSIGKILL\b", 0),
     "signal": (r"\bsignals?\b", I),
     "sticky-queue": (r"\bsticky\b", I),
+    "supervisor": (r"\bsupervisors?\b", I),
     "task-queue": (r"\btask queues?\b", I),
     "temporal": (r"\bTemporal\b", 0),
     "temporal-server": (r"\b(Temporal|dev|embedded) server\b", I),

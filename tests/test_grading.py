@@ -177,7 +177,8 @@ def graded(tmp_path_factory):
         cells=[nbformat.v4.new_code_cell("print('PASS     [ex1] everything')")])))
     results = folder.parent / "results.json"
     done = subprocess.run([sys.executable, "-m", "durable_course.exercises", "check", str(folder), "--json",
-                           str(results), "--timeout", "30"], capture_output=True, text=True, cwd=ROOT, timeout=1200)
+                           str(results), "--timeout", "30", "--jobs", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=1200)
     assert done.returncode == 1, done.stderr[-2000:]
     return done, {r["name"]: r for r in json.loads(results.read_text())}
 
@@ -223,6 +224,16 @@ def test_constants_moved_by_the_learner_do_not_move_the_check(graded):
     assert first[2:] == ["NOT YET", "the chat ended after 1 turn(s), before 3"]
     assert report["points"] < 3
     assert report["flags"] == ["answer cell 4 uses checks, durable_course: read it"]
+
+
+def test_a_bad_number_of_jobs_is_refused_before_anything_runs(tmp_path):
+    nbformat.write(read(SOLUTIONS, "ex1_new_tool"), tmp_path / "ada.ipynb")
+    for jobs in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="jobs must be a whole number of at least 1"):
+            grading.grade_folder(tmp_path, jobs=jobs)
+    done = subprocess.run([sys.executable, "-m", "durable_course.exercises", "check", str(tmp_path), "--jobs", "0"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == "--jobs must be at least 1, not 0" and done.stdout == ""
 
 
 @pytest.mark.slow

@@ -111,6 +111,8 @@ def test_numbers_the_course_teaches_are_compared(one, other):
     ("SIGKILL to worker pid 25630 during plan_next_action", "SIGKILL to worker pid 731 during plan_next_action",
      "during plan_next_action"),
     ("open chat-ef6edd56 in the UI", "open chat-0a1b2c3d in the UI", "in the UI"),
+    ("('worker 21670@vm exited with -9; released by its supervisor')",
+     "('worker 731@runner-12.internal exited with -9; released by its supervisor')", "exited with -9; released"),
     ("Measured on this machine: restart -> worker ready 14.7 s, ready -> reply 1.2 s.\nAgent: 42",
      "Measured on this machine: restart -> worker ready 2.6 s, ready -> reply 0.9 s.\nAgent: 42",
      "Measured on this machine: (changes from run to run)\nAgent: 42"),
