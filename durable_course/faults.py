@@ -547,7 +547,7 @@ class ExperimentWorkers:
 
 
 @dataclass
-class FaultLab:
+class FaultLab(ExperimentWorkers):
     """Runs the experiments against a server (`lab.temporal`), with a worker process it can kill."""
 
     temporal: Temporal
@@ -575,11 +575,6 @@ class FaultLab:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (self.tools_path, os.environ.get("PYTHONPATH")) if p)
         return await start_worker_process(self.temporal.address, task_queue=self.task_queue, env=env, plugins=[PLUGIN])
 
-    async def stop_worker_process(self) -> None:
-        if self.worker is not None:
-            await self.worker.stop()
-            self.worker = None
-
     async def new_chat(self, model_call: str = "activity") -> ChatSession:
         from durable_agent.session import start_chat
         from durable_agent.workflow import ChatInput
@@ -602,7 +597,7 @@ class FaultLab:
             raise ValueError(f"during must be 'plan_next_action' or 'execute_tool', not {during!r}")
         self.faults.clear()
         self.faults.hang(during, skip=1 if during == "plan_next_action" else 0)
-        victim = self.worker if self.worker is not None and self.worker.alive else await self.start_worker_process()
+        victim = await self.a_worker_process()
         workers = {w.pid: w for w in (victim, standby) if w is not None}
         chat = await self.new_chat(model_call)
         pending = asyncio.create_task(chat.send(question))
@@ -717,12 +712,6 @@ class FaultLab:
             sys.dont_write_bytecode = saved
         self.kernel_worker = await start_worker(self.temporal.client, task_queue=self.task_queue,
                                                 plugins=[fault_lab_plugin()])
-
-    async def _stop_workers(self) -> None:
-        await self.stop_worker_process()
-        if self.kernel_worker is not None:
-            await self.kernel_worker.stop()
-            self.kernel_worker = None
 
     async def close(self) -> None:
         """Stop the lab's workers, switch the faults off, and put back tools a lab module replaced."""
