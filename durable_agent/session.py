@@ -82,6 +82,14 @@ def _failure_text(failure: Any) -> str:
     return redact_secrets(f"{kind}: {message}" if kind and message else kind or message)
 
 
+def _unreachable(why: str, accepted: bool) -> str:
+    if accepted:
+        return (f"the Temporal server is unreachable ({why}); your message was accepted before that and will be "
+                "answered once the server is back. Send it again then to get the reply: it will not run twice")
+    return (f"the Temporal server is unreachable ({why}); your message may have been accepted. Send it again "
+            "when the server is back: it will not run twice")
+
+
 def new_chat_id() -> str:
     return f"chat-{uuid.uuid4().hex[:8]}"
 
@@ -112,6 +120,7 @@ class ChatSession:
         self.unconfirmed = (text, message_id)
         deadline = time.monotonic() + self.patience
         delay = 0.2
+        accepted = False  # the workflow has taken the message: it is in the event history
         while True:
             try:
                 # First until the workflow has accepted the message (it is then in the event history) ...
@@ -119,6 +128,7 @@ class ChatSession:
                     DurableAgentWorkflow.send_message, UserMessage(text), id=message_id,
                     wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                     rpc_timeout=timedelta(seconds=max(1.0, deadline - time.monotonic())))
+                accepted = True
                 deadline = time.monotonic() + self.patience  # accepted: patience counts again for an outage
                 # ... then for as long as the turn takes (a real model, a human's approval: minutes).
                 reply = await update.result()
@@ -131,7 +141,10 @@ class ChatSession:
             except WorkflowUpdateRPCTimeoutOrCancelledError as err:
                 if isinstance(err.__cause__, asyncio.CancelledError):
                     raise err.__cause__  # the caller cancelled: stop, do not retry
-                waiting = ("no worker has taken the message yet: is a worker running? The message is kept by "
+                # Timed out: either the server is down, or it is up and no worker has taken the message.
+                waiting = (_unreachable("it did not answer in time", accepted)
+                           if accepted or not await self._server_answers() else
+                           "no worker has taken the message yet: is a worker running? The message is kept by "
                            "Temporal and will be answered once a worker is back; if you send it again, it will "
                            "not run twice")
             except RPCError as err:
@@ -141,12 +154,18 @@ class ChatSession:
                 if err.status not in TRANSIENT:
                     self.unconfirmed = None
                     raise ChatError(f"the Temporal server refused the message: {err.message}") from None
-                waiting = (f"the Temporal server is unreachable ({err.message}); your message may have been "
-                           "accepted. Send it again when the server is back: it will not run twice")
+                waiting = _unreachable(err.message, accepted)
             if time.monotonic() + delay > deadline:
                 raise MessageNotConfirmed(waiting, message_id)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    async def _server_answers(self) -> bool:
+        try:
+            await self.handle.describe(rpc_timeout=timedelta(seconds=1))
+        except RPCError as err:
+            return err.status not in TRANSIENT
+        return True
 
     async def pending_activities(self) -> list[PendingActivity]:
         """The activities the chat's current run waits on, with each one's attempt and last error: why a turn

@@ -60,7 +60,8 @@ def running_query(task_queue: str | None) -> str:
 async def release_activities(client: Client, identity: str, *, task_queue: str | None = None,
                              reason: str = "exited") -> list[Released]:
     """Fail, at once, every activity attempt that the worker `identity` was running, so that each is retried
-    now, on a live worker, instead of after its heartbeat timeout. Call it only once that worker has exited."""
+    now, on a live worker, instead of after its heartbeat timeout. Call it only once that worker has exited.
+    `task_queue` narrows the search to the chats on that task queue (as the server names it)."""
     released: list[Released] = []
     async for execution in client.list_workflows(running_query(task_queue)):
         try:
@@ -93,15 +94,16 @@ class Supervisor:
         self._watching: dict[int, asyncio.Task[list[Released]]] = {}
 
     def watch(self, worker: "WorkerProcess") -> asyncio.Task[list[Released]]:
-        """Start watching `worker`; the task returns what was released when it exited."""
+        """Start watching `worker` (a ready one: its identity is read now); the task returns what was released
+        when it exited."""
         if worker.pid not in self._watching:
-            self._watching[worker.pid] = asyncio.create_task(self._watch(worker))
+            self._watching[worker.pid] = asyncio.create_task(self._watch(worker, worker.identity))
         return self._watching[worker.pid]
 
-    async def _watch(self, worker: "WorkerProcess") -> list[Released]:
+    async def _watch(self, worker: "WorkerProcess", identity: str) -> list[Released]:
         while worker.process.poll() is None:
             await asyncio.sleep(self.poll_interval)
-        released = await release_activities(self.client, worker.identity, task_queue=self.task_queue,
+        released = await release_activities(self.client, identity, task_queue=self.task_queue,
                                             reason=f"exited with {worker.process.returncode}")
         self.released += released
         return released

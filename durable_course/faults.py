@@ -612,7 +612,8 @@ class FaultLab(ExperimentWorkers):
             raise RuntimeError(f"{during} hangs in process {hung.pid}, not in the lab's worker {victim.pid}: "
                                f"is another worker polling the task queue {self.task_queue!r}?")
         victim = workers.pop(hung.pid)
-        supervisor = Supervisor(self.temporal.client, self.task_queue) if supervised else None
+        # Found by the dead worker's identity alone: in class mode the server knows the task queue by another name.
+        supervisor = Supervisor(self.temporal.client) if supervised else None
         if supervisor:
             supervisor.watch(victim)
         victim.kill()  # SIGKILL, by process id

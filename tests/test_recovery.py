@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from durable_agent.session import start_chat
-from durable_agent.supervisor import release_activities, running_query
-from durable_agent.worker import start_worker
+from durable_agent.supervisor import Supervisor, release_activities, running_query
+from durable_agent.worker import WorkerProcess, start_worker
 from durable_course import events
 from durable_course.faults import ENV_VAR, FaultLab, Faults, fault_lab_plugin
 from durable_course.recovery import Crash, RecoveryReport, run_recovery
@@ -86,6 +86,15 @@ async def test_a_release_names_the_dead_worker_and_fails_nothing_a_live_one_runs
     finally:
         await worker.stop()
         faults.remove()
+
+
+async def test_a_supervisor_refuses_a_process_that_has_not_said_who_it_is(temporal):
+    process = WorkerProcess.launch([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(RuntimeError, match=r"has not said its identity \(is it ready\?\)"):
+            Supervisor(temporal.client).watch(process)
+    finally:
+        process.kill()
 
 
 def test_a_task_queue_name_that_cannot_be_queried_is_refused():
