@@ -2,7 +2,8 @@
 
     python -m durable_agent chat      # one command, a working agent: embedded server + worker + terminal chat
     python -m durable_agent server    # the embedded Temporal dev server with its Web UI, until Ctrl-C
-    python -m durable_agent worker    # a worker for a running server (--address, or TEMPORAL_ADDRESS)
+    python -m durable_agent worker    # a worker for a running server (--address, or TEMPORAL_ADDRESS);
+                                      # --processes 2: two worker processes under a supervisor (supervisor.py)
 
 `worker` and `chat` take `--plugin MODULE:NAME` (repeatable): a Temporal worker plugin, or a function that
 returns one, added to the worker from outside (the course's fault lab is one). The `durable-agent` command
@@ -58,6 +59,10 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     from .server import connect, start_temporal
     from .worker import serve
 
+    if args.processes < 0:
+        print(f"durable-agent worker: --processes must be 0 (this process) or more, not {args.processes}",
+              file=sys.stderr)
+        return 2
     if args.address:
         client = await connect(args.address, args.namespace or "default")
     elif settings().temporal_address:
@@ -66,6 +71,12 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         print("durable-agent worker: give --address HOST:PORT (see `durable-agent server`) or set "
               "TEMPORAL_ADDRESS", file=sys.stderr)
         return 2
+    if args.processes:
+        from .supervisor import supervise
+
+        await supervise(client, args.address or settings().temporal_address, processes=args.processes,
+                        namespace=args.namespace or "default", task_queue=args.task_queue, plugins=args.plugin)
+        return 0
     await serve(client, args.task_queue, plugins=args.plugin)
     return 0
 
@@ -136,6 +147,9 @@ def parser(prog: str = "python -m durable_agent") -> tuple[argparse.ArgumentPars
                        help="add this Temporal worker plugin to the worker (repeatable)")
         if name == "worker":
             p.add_argument("--task-queue", default=None)
+            p.add_argument("--processes", type=int, default=0, metavar="N",
+                           help="run N worker processes under a supervisor that releases a dead one's work and "
+                                "starts another (default: this process is the worker)")
         else:
             p.add_argument("--no-worker", action="store_true", help="do not run a worker in this process")
     return parser, sub

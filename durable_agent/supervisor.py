@@ -16,6 +16,9 @@ to any live worker. Nothing else changes: the attempt still counts against the r
 records the failure (`worker 1234@host exited with -9; released by its supervisor`), and completed activities never run again.
 If the supervisor itself is gone, the heartbeat timeout still catches the attempt, a few seconds later.
 
+`durable-agent worker --processes 2` runs the agent that way outside the course: two worker processes (one
+takes over at once when the other dies) under a supervisor that releases a dead one's work and starts another.
+
 Only a process that has *exited* may be released: an attempt still running somewhere would run twice.
 `durable-agent bench --recovery` measures the difference (rows marked "supervised"); notebook 05 shows it.
 """
@@ -23,6 +26,8 @@ Only a process that has *exited* may be released: an attempt still running somew
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -34,6 +39,8 @@ from temporalio.service import RPCError
 
 if TYPE_CHECKING:
     from .worker import WorkerProcess
+
+SUPERVISOR_READY_LINE = "durable-agent supervisor ready"
 
 # The retry of a released attempt waits this long instead of the retry policy's back-off. Not zero: the
 # server reads a zero delay as "not given" and applies the policy's back-off.
@@ -114,3 +121,44 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._watching.values(), return_exceptions=True)
         self._watching.clear()
+
+
+async def supervise(client: Client, address: str, *, processes: int, namespace: str = "default",
+                    task_queue: str | None = None, plugins: list[str] = ()) -> None:
+    """Run `processes` worker processes until SIGINT or SIGTERM (the body of `durable-agent worker
+    --processes N`). When one exits, release what it was running and start another in its place: with two or
+    more, a live one takes over at once while the new one starts."""
+    from .worker import start_worker_process
+
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}")
+    supervisor = Supervisor(client)
+    watched: dict[asyncio.Task[list[Released]], "WorkerProcess"] = {}
+
+    async def start_one() -> None:
+        worker = await start_worker_process(address, namespace=namespace, task_queue=task_queue, plugins=plugins)
+        watched[supervisor.watch(worker)] = worker
+        print(f"durable-agent supervisor: worker pid {worker.pid} polling (log: {worker.log_path})", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.gather(*(start_one() for _ in range(processes)))
+        print(f"{SUPERVISOR_READY_LINE} ({processes} worker processes, pid {os.getpid()})", flush=True)
+        while not stop.is_set():
+            done, _ = await asyncio.wait([stopping, *watched], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopping}:
+                worker = watched.pop(task)
+                released = task.result()
+                print(f"durable-agent supervisor: worker pid {worker.pid} exited with {worker.process.returncode}; "
+                      f"released {len(released)} activity attempt(s) it was running; starting another", flush=True)
+                if not stop.is_set():
+                    await start_one()
+    finally:
+        stopping.cancel()
+        await supervisor.close()
+        await asyncio.gather(*(worker.stop() for worker in watched.values()), return_exceptions=True)
+    print("durable-agent supervisor stopped", flush=True)

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="measure recovery instead: worker process start-up, and SIGKILL mid-turn -> reply")
     bench.add_argument("--starts", type=int, default=5, help="--recovery: worker starts measured (default 5)")
     bench.add_argument("--crashes", type=int, default=2,
-                       help="--recovery: kills per activity type, each with and without a standby (default 2)")
+                       help="--recovery: kills per activity type, each with and without a standby, and with and "
+                            "without a supervisor (default 2)")
     bench.add_argument("--no-standby", action="store_true",
                        help="--recovery: skip the runs with a standby worker (and with the model as a local activity)")
     bench.add_argument("--streaming", action="store_true",

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from durable_agent.session import start_chat
-from durable_agent.worker import start_worker_process
+from durable_agent.supervisor import SUPERVISOR_READY_LINE
+from durable_agent.worker import WorkerProcess, start_worker_process
+from durable_course.faults import ENV_VAR, Faults, activity_runs
 
 
 async def test_worker_subprocess_serves_a_chat_started_here(temporal, task_queue):
@@ -44,3 +52,61 @@ def test_worker_without_a_server_says_how_to_get_one(tmp_path):
                             timeout=60, cwd=tmp_path,
                             env={k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"})
     assert result.returncode == 2 and "give --address" in result.stderr
+
+
+def _pids_polling(log: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"durable-agent supervisor: worker pid (\d+) polling", log)]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+async def test_worker_processes_under_a_supervisor_lose_nothing_to_a_sigkill(temporal, task_queue):
+    """`durable-agent worker --processes 2`: a SIGKILLed worker's tool call is failed by the supervisor at once
+    (not by its heartbeat timeout), the other process answers, a new one takes the dead one's place, and
+    SIGTERM stops them all."""
+    faults = Faults.create(activate=False)
+    parent = WorkerProcess.launch(
+        [sys.executable, "-m", "durable_agent", "worker", "--address", temporal.address, "--task-queue", task_queue,
+         "--processes", "2", "--plugin", "durable_course.faults:fault_lab_plugin"],
+        env={ENV_VAR: str(faults.path)}, log_prefix="durable-agent-supervisor-")
+    try:
+        deadline = time.monotonic() + 120
+        while SUPERVISOR_READY_LINE not in parent.log():
+            assert parent.alive and time.monotonic() < deadline, parent.log()
+            await asyncio.sleep(0.05)
+        first = _pids_polling(parent.log())
+        assert len(first) == 2
+        faults.hang("execute_tool")
+        chat = await start_chat(temporal.client, task_queue=task_queue)
+        turn = asyncio.create_task(chat.send("What is 25 + 17?"))
+        await faults.wait_for(lambda ex: any(e.activity == "execute_tool" and e.event == "start" for e in ex))
+        victim = next(e.pid for e in faults.executions() if e.activity == "execute_tool")
+        assert victim in first
+        os.kill(victim, signal.SIGKILL)
+        assert (await turn).text == "25 + 17 = 42."
+        runs = activity_runs(await chat.handle.fetch_history(), faults.executions(chat.workflow_id))
+        tool = next(r for r in runs if r.activity == "execute_tool")
+        assert (tool.starts, tool.attempt) == (2, 2)
+        assert tool.last_failure == f"worker {victim}@{socket.gethostname()} exited with -9; released by its supervisor"
+        while len(_pids_polling(parent.log())) < 3:  # a new worker process in the dead one's place
+            assert parent.alive and time.monotonic() < deadline, parent.log()
+            await asyncio.sleep(0.05)
+        assert f"worker pid {victim} exited with -9; released 1 activity attempt(s)" in parent.log()
+    finally:
+        await parent.stop()
+        faults.remove()
+    assert parent.process.returncode == 0 and "durable-agent supervisor stopped" in parent.log()
+    assert all(_gone(pid) for pid in _pids_polling(parent.log())), parent.log()
+
+
+def test_a_negative_number_of_processes_is_refused():
+    done = subprocess.run([sys.executable, "-m", "durable_agent", "worker", "--address", "127.0.0.1:1",
+                           "--processes", "-1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "durable-agent worker: --processes must be 0 (this process) or more, not -1"
