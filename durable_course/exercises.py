@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("--json", type=Path, help="also write every check result to this JSON file")
     chk.add_argument("--timeout", type=int, default=60, help="seconds for each cell (the check cell gets 5 times it)")
     chk.add_argument("--jobs", type=int, default=None,
-                     help="notebooks graded side by side (default: one per CPU, at most 4)")
+                     help="notebooks graded side by side (default: one more than the CPUs, at most 8)")
     chk.add_argument("--solutions", type=Path, default=ROOT / "solutions")
     chk.add_argument("--exercises", type=Path, default=ROOT / "exercises")
     args = parser.parse_args(argv)

@@ -170,7 +170,7 @@ def class_check(tmp_path_factory):
         shutil.copy(EXERCISES / f"{name}.ipynb", folder / "bob")
     results = folder / "results.json"
     done = subprocess.run([sys.executable, "-m", "durable_course.exercises", "check", str(folder), "--json",
-                           str(results)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+                           str(results), "--jobs", "3"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 1, done.stderr[-2000:]  # not everyone passed
     return done.stdout, {r["name"]: r for r in json.loads(results.read_text())}
 
