@@ -13,8 +13,9 @@ When a watched process exits for any reason, `release_activities` fails the atte
 believes it is running (found by the worker's identity), with a retryable `WorkerDied` error and no back-off:
 the dead worker cannot finish them, and a dead worker is not a failing dependency to wait out. The retry goes
 to any live worker. Nothing else changes: the attempt still counts against the retry policy, the history
-records the failure (`worker 1234@host exited with -9; released by its supervisor`), and completed activities never run again.
-If the supervisor itself is gone, the heartbeat timeout still catches the attempt, a few seconds later.
+records the failure (`worker 1234@host exited with -9; released by its supervisor`), and completed activities
+never run again. If the supervisor itself is gone, the heartbeat timeout still catches the attempt, a few
+seconds later.
 
 `durable-agent worker --processes 2` runs the agent that way outside the course: two worker processes (one
 takes over at once when the other dies) under a supervisor that releases a dead one's work and starts another.

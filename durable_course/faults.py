@@ -616,19 +616,21 @@ class FaultLab(ExperimentWorkers):
         supervisor = Supervisor(self.temporal.client) if supervised else None
         if supervisor:
             supervisor.watch(victim)
-        victim.kill()  # SIGKILL, by process id
-        killed_at = time.time()
-        self.worker = None
-        if workers:  # the standby takes over: it becomes the lab's worker, polling all along
-            self.worker = next(iter(workers.values()))
-            ready = killed_at
-        else:
-            await self.start_worker_process()
-            ready = time.time()
-        reply = await pending
-        replied = time.time()
-        if supervisor:
-            await supervisor.close()
+        try:
+            victim.kill()  # SIGKILL, by process id
+            killed_at = time.time()
+            self.worker = None
+            if workers:  # the standby takes over: it becomes the lab's worker, polling all along
+                self.worker = next(iter(workers.values()))
+                ready = killed_at
+            else:
+                await self.start_worker_process()
+                ready = time.time()
+            reply = await pending
+            replied = time.time()
+        finally:
+            if supervisor:
+                await supervisor.close()
         executions = self.faults.executions(chat.workflow_id)
         runs = activity_runs(await chat.handle.fetch_history(), executions)
         done_before = sorted({e.activity_id for e in executions if e.event == "done" and e.pid == victim.pid}, key=int)

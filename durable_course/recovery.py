@@ -72,8 +72,8 @@ class RecoveryReport:
             "",
             "SIGKILL mid-turn, seconds from the kill (the pending message is never re-sent):",
             "",
-            f"{'killed during':<18} {'model call':<15} {'standby':>7} {'supervised':>10} {'-> ready':>9} {'-> retry':>9} "
-            f"{'-> reply':>9} {'model runs':>10} {'rerun':>6}",
+            f"{'killed during':<18} {'model call':<15} {'standby':>7} {'supervised':>10} {'-> ready':>9} "
+            f"{'-> retry':>9} {'-> reply':>9} {'model runs':>10} {'rerun':>6}",
             "-" * 102,
         ]
         if not self.crashes:
@@ -89,8 +89,9 @@ class RecoveryReport:
                     chosen = [c.to_reply for c in self.crashes
                               if (c.standby, c.model_call, c.supervised) == (standby, model_call, supervised)]
                     if chosen:
+                        call = "a local activity" if model_call != "activity" else "an activity"
                         lines.append(
-                            f"kill -> reply p50, model call as {'a local activity' if model_call != 'activity' else 'an activity'}, "
+                            f"kill -> reply p50, model call as {call}, "
                             f"{'with a standby worker' if standby else 'restarting the worker'}, "
                             f"{'supervised' if supervised else 'noticed by the heartbeat timeout'}: "
                             f"{statistics.median(chosen):.2f} s over {len(chosen)} crashes")

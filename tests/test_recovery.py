@@ -52,7 +52,8 @@ async def test_a_supervised_kill_is_retried_at_once_and_the_next_workflow_task_g
         assert report.reply == "25 + 17 = 42." and report.interrupted is not None
         # The attempt the kill interrupted failed because the supervisor said so, not by its heartbeat timeout.
         failure = report.interrupted.last_failure
-        assert failure.startswith("worker ") and failure.endswith(" exited with -9; released by its supervisor"), failure
+        assert failure.startswith("worker "), failure
+        assert failure.endswith(" exited with -9; released by its supervisor"), failure
         assert report.rerun_completed == []
         assert "The supervisor saw the process exit" in str(report)
         history = events.read(await temporal.client.get_workflow_handle(report.workflow_id).fetch_history())
