@@ -98,7 +98,6 @@ class Supervisor:
         self.client = client
         self.task_queue = task_queue
         self.poll_interval = poll_interval
-        self.released: list[Released] = []  # everything released so far, oldest first
         self._watching: dict[int, asyncio.Task[list[Released]]] = {}
 
     def watch(self, worker: "WorkerProcess") -> asyncio.Task[list[Released]]:
@@ -111,10 +110,8 @@ class Supervisor:
     async def _watch(self, worker: "WorkerProcess", identity: str) -> list[Released]:
         while worker.process.poll() is None:
             await asyncio.sleep(self.poll_interval)
-        released = await release_activities(self.client, identity, task_queue=self.task_queue,
-                                            reason=f"exited with {worker.process.returncode}")
-        self.released += released
-        return released
+        return await release_activities(self.client, identity, task_queue=self.task_queue,
+                                        reason=f"exited with {worker.process.returncode}")
 
     async def close(self) -> None:
         """Stop watching (the processes keep running)."""

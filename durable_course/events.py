@@ -122,7 +122,7 @@ class Activity:
 
 # How each closing event of an activity reads (the history views and `activities` use it).
 ACTIVITY_OUTCOMES = {"ActivityTaskCompleted": "completed", "ActivityTaskFailed": "failed",
-             "ActivityTaskTimedOut": "timed out", "ActivityTaskCanceled": "canceled"}
+                     "ActivityTaskTimedOut": "timed out", "ActivityTaskCanceled": "canceled"}
 
 
 def activities(history: WorkflowHistory | Sequence[Event]) -> list[Activity]:

@@ -700,7 +700,6 @@ class FaultLab(ExperimentWorkers):
         import sys
 
         from durable_agent import tools
-        from durable_agent.worker import start_worker
 
         await self._stop_workers()  # the lab's task queue has one worker at a time
         self.builtin_tools = self.builtin_tools or dict(tools.TOOLS)
@@ -713,8 +712,7 @@ class FaultLab(ExperimentWorkers):
                 importlib.import_module(tools_module)
         finally:
             sys.dont_write_bytecode = saved
-        self.kernel_worker = await start_worker(self.temporal.client, task_queue=self.task_queue,
-                                                plugins=[fault_lab_plugin()])
+        await self.start_kernel_worker()
 
     async def close(self) -> None:
         """Stop the lab's workers, switch the faults off, and put back tools a lab module replaced."""
