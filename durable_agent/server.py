@@ -59,6 +59,9 @@ def proxied_ui_path(ui_port: int, env: dict[str, str] | None = None) -> str | No
     return f"/{prefix.strip('/')}/proxy/absolute/{ui_port}".replace("//", "/") if prefix else None
 
 
+PORT_ATTEMPTS = 3  # start_temporal: tries with newly chosen ports when one it chose was taken meanwhile
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -118,6 +121,7 @@ def dev_server_flags(overrides: dict[str, object] | None = None) -> list[str]:
 
 DEV_SERVER_FLAGS = dev_server_flags()
 STARTUP_SECONDS = 30.0
+CONNECT_SECONDS = 5.0  # one connection attempt while the server starts (seconds on a loaded machine)
 
 
 def _parent_death_signal() -> Callable[[], None]:
@@ -210,16 +214,26 @@ def launch_dev_server(port: int, *, namespace: str = "default", ui_port: int | N
 async def _connect_when_ready(server: DevServer, address: str, namespace: str, plugins: Sequence[Any] = ()) -> Client:
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
+        _raise_if_exited(server)
         try:
-            return await Client.connect(address, namespace=namespace, plugins=list(plugins))
-        except RuntimeError as err:  # connection refused: not listening yet
-            if not server.alive:
-                raise RuntimeError(f"the Temporal dev server exited with code {server.process.returncode}:\n"
-                                   f"{server.log()[-2000:]}") from None
+            # Bounded: something else listening on the port (it was taken meanwhile) may never answer.
+            client = await asyncio.wait_for(Client.connect(address, namespace=namespace, plugins=list(plugins)),
+                                            CONNECT_SECONDS)
+        except (RuntimeError, asyncio.TimeoutError) as err:  # connection refused: not listening yet
+            _raise_if_exited(server)
             if time.monotonic() > deadline:
                 await server.stop()
                 raise TimeoutError(f"the Temporal dev server was not ready after {STARTUP_SECONDS:g} s: {err}") from None
             await asyncio.sleep(0.05)
+            continue
+        _raise_if_exited(server)  # it answered, but if ours has exited, what answered is another process
+        return client
+
+
+def _raise_if_exited(server: DevServer) -> None:
+    if not server.alive:
+        raise RuntimeError(f"the Temporal dev server exited with code {server.process.returncode}:\n"
+                           f"{server.log()[-2000:]}")
 
 
 @dataclass
@@ -286,16 +300,26 @@ async def start_temporal(
         return Temporal(client, config.temporal_address, config.temporal_namespace, ui_url=None)
 
     db_file = db_file if db_file is not None else config.temporal_db_file
-    port = port or free_port()
-    ui_port = (ui_port or free_port()) if ui else None
-    public_path = (ui_public_path or proxied_ui_path(ui_port)) if ui_port else None
-    server = launch_dev_server(port, namespace=config.temporal_namespace, ui_port=ui_port,
-                               db_file=str(db_file) if db_file else None,
-                               extra_args=["--ui-public-path", public_path] if public_path else [],
-                               dynamic_config=dynamic_config)
-    address = f"127.0.0.1:{port}"
-    client = await _connect_when_ready(server, address, config.temporal_namespace, plugins)
-    ui_url = (public_path or f"http://127.0.0.1:{ui_port}") if ui else None
+    chosen_by_us = not port or (ui and not ui_port)
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        server_port = port or free_port()
+        server_ui_port = (ui_port or free_port()) if ui else None
+        public_path = (ui_public_path or proxied_ui_path(server_ui_port)) if server_ui_port else None
+        server = launch_dev_server(server_port, namespace=config.temporal_namespace, ui_port=server_ui_port,
+                                   db_file=str(db_file) if db_file else None,
+                                   extra_args=["--ui-public-path", public_path] if public_path else [],
+                                   dynamic_config=dynamic_config)
+        address = f"127.0.0.1:{server_port}"
+        try:
+            client = await _connect_when_ready(server, address, config.temporal_namespace, plugins)
+            break
+        except RuntimeError as err:
+            # A port found free was taken by another process before the server bound it (servers started side
+            # by side, e.g. a class graded in parallel): choose again. A port given by the caller is not changed.
+            if not chosen_by_us or "address already in use" not in str(err) or attempt == PORT_ATTEMPTS:
+                raise
+            await server.stop()  # it has exited; this removes its log
+    ui_url = (public_path or f"http://127.0.0.1:{server_ui_port}") if ui else None
     return Temporal(client, address, config.temporal_namespace, ui_url, server)
 
 

@@ -354,3 +354,31 @@ async def test_the_load_command_counts_every_turn_through_a_worker_kill():
     assert report.model_calls >= 24  # two model calls a turn (plan the tool call, then answer)
     assert len(report.latencies_ms) == 12 and report.p95_ms >= report.p50_ms > 0
     assert "answered once, correctly   12" in report.table()
+
+
+async def test_a_server_whose_chosen_port_was_taken_meanwhile_starts_on_another(monkeypatch):
+    """Two servers starting side by side (a class graded in parallel) can both be told a port is free; the one
+    that binds second fails with "address already in use". start_temporal then chooses again. The race is made
+    certain here: the first port it is offered is already listening."""
+    import socket
+
+    from durable_agent import server as server_module
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    offered = [taken.getsockname()[1]]
+    real_free_port = server_module.free_port
+    monkeypatch.setattr(server_module, "free_port", lambda: offered.pop() if offered else real_free_port())
+    try:
+        temporal = await start_temporal(ui=False)
+        try:
+            assert temporal.address != f"127.0.0.1:{taken.getsockname()[1]}" and offered == []
+            assert await temporal.client.service_client.check_health()  # it answers on the other port
+        finally:
+            await temporal.shutdown()
+        # A port the caller gave is the caller's choice: taken, it is an error that says so, not another port.
+        with pytest.raises(RuntimeError, match="address already in use"):
+            await start_temporal(ui=False, port=taken.getsockname()[1])
+    finally:
+        taken.close()
