@@ -36,9 +36,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Plugin, Worker
 
-from . import llm
+from . import llm, warm_start
 from .activities import AgentActivities
 from .config import settings
+from .warm_start import WarmProcess
 from .workflow import DurableAgentWorkflow
 
 READY_LINE = "durable-agent worker ready"
@@ -150,7 +151,7 @@ async def start_worker(client: Client, **kwargs: Any) -> BackgroundWorker:
 class WorkerProcess:
     """A worker in its own OS process, known by its process id."""
 
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | WarmProcess  # forked by a warm starter when there is one (warm_start.py)
     log_path: Path
     started: float = field(default_factory=time.monotonic)
     ready_after: float | None = None  # seconds from launch until it said it polls (set by wait_ready)
@@ -174,11 +175,12 @@ class WorkerProcess:
     @classmethod
     def launch(cls, command: list[str], env: dict[str, str] | None = None,
                log_prefix: str = "durable-agent-worker-") -> "WorkerProcess":
-        """Start `command` (a worker's command line) with its output in a log file; does not wait for it."""
+        """Start `command` (a worker's command line) with its output in a log file; does not wait for it. With a
+        warm starter (`warm_start.py`) it is forked from there, with the libraries already imported."""
         log = Path(tempfile.mkstemp(prefix=log_prefix, suffix=".log")[1])
         with log.open("wb") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+            process = warm_start.launch(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
         return cls(process, log)
 
     def log(self) -> str:

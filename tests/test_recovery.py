@@ -24,15 +24,19 @@ async def test_a_worker_polls_before_litellm_and_recovers_from_a_kill(temporal):
     assert len(report.ready_s) == 1 and report.ready_s[0] > 0
     # The worker said, when it began to poll, that LiteLLM was not loaded yet: it is imported afterwards.
     assert report.litellm_loaded_when_ready == [False] and report.litellm_after_ready_s[0] > 0
-    assert [(c.during, c.standby) for c in report.crashes] == [("execute_tool", False), ("execute_tool", True)]
+    assert len(report.warm_ready_s) == 1 and report.warm_ready_s[0] > 0
+    # Restarted from scratch, restarted by a fork of the warm starter, and taken over by a standby.
+    assert [(c.during, c.standby, c.warm) for c in report.crashes] == [
+        ("execute_tool", False, False), ("execute_tool", False, True), ("execute_tool", True, False)]
     for crash in report.crashes:
         assert crash.reply == "25 + 17 = 42." and crash.rerun_completed == 0
         assert crash.model_call == "activity" and crash.model_runs == 2  # the tool was killed: the model ran twice
         assert 0 <= crash.to_ready <= crash.to_reply and 0 < crash.to_retry <= crash.to_reply
-    assert report.crashes[1].to_ready == 0  # the standby took over: no process was started
+    assert report.crashes[2].to_ready == 0  # the standby took over: no process was started
     assert RecoveryReport.from_json(report.to_json()) == report
     table = report.table()
-    for words in ("Worker process ready", "as an activity, restarting the worker", "with a standby worker"):
+    for words in ("Worker process ready", "Forked from a warm starter", "as an activity, restarting the worker from "
+                  "scratch", "restarting the worker from a warm starter", "with a standby worker"):
         assert words in table
 
 
@@ -112,16 +116,23 @@ async def test_bad_recovery_options_are_refused():
         await run_recovery(during=("telepathy",))
     with pytest.raises(ValueError, match="supervised must be"):
         await run_recovery(supervised=())
+    with pytest.raises(ValueError, match="warm must be"):
+        await run_recovery(warm=(None,))
 
 
 def test_the_table_reads_a_report():
     report = RecoveryReport([0.5, 0.7], [False, False], [3.0, 4.0],
                             [Crash("plan_next_action", False, 0.6, 3.1, 6.0, "ok", 0, "activity", 3),
                              Crash("plan_next_action", True, 0.0, 10.2, 11.0, "ok", 0, "local_activity", 3),
-                             Crash("execute_tool", True, 0.0, 0.1, 0.9, "ok", 0, "activity", 2, supervised=True)])
+                             Crash("execute_tool", True, 0.0, 0.1, 0.9, "ok", 0, "activity", 2, supervised=True),
+                             Crash("execute_tool", False, 0.2, 0.1, 1.1, "ok", 0, "activity", 2, supervised=True,
+                                   warm=True)],
+                            warm_ready_s=[0.2, 0.3])
     table = report.table()
-    assert "p50 0.60 s" in table
-    assert ("model call as an activity, restarting the worker, noticed by the heartbeat timeout: 6.00 s over 1 "
+    assert "p50 0.60 s" in table and "Forked from a warm starter (LiteLLM imported), 2 starts: p50 0.25 s" in table
+    assert ("model call as an activity, restarting the worker from scratch, noticed by the heartbeat timeout: "
+            "6.00 s over 1 crashes") in table
+    assert ("model call as an activity, restarting the worker from a warm starter, supervised: 1.10 s over 1 "
             "crashes") in table
     assert ("model call as a local activity, with a standby worker, noticed by the heartbeat timeout: 11.00 s over "
             "1 crashes") in table

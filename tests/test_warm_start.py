@@ -1,0 +1,162 @@
+"""The warm starter (durable_agent/warm_start.py): real forks of a real starter process, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from durable_agent import warm_start
+from durable_agent.session import start_chat
+from durable_agent.warm_start import WarmProcess, WarmStarter
+from durable_agent.worker import start_worker_process
+
+PROBE = """
+import json, os, sys
+preloaded = sorted(name for name in ("litellm", "temporalio.worker", "durable_agent") if name in sys.modules)
+print(json.dumps({"version": VERSION, "argv": sys.argv[1:], "cwd": os.getcwd(), "path": sys.path[:2],
+                  "colour": os.environ.get("COLOUR"), "preloaded": preloaded,
+                  "no_pyc": sys.dont_write_bytecode}), flush=True)
+if "--fail" in sys.argv:
+    raise RuntimeError("the probe failed on purpose")
+sys.exit(int(os.environ.get("EXIT_CODE", "0")))
+"""
+
+
+@pytest.fixture(scope="module")
+async def starter():
+    started = WarmStarter.start()
+    await started.wait_ready()
+    yield started
+    started.close()
+
+
+def write_probe(folder, version: int) -> None:
+    (folder / "warm_probe.py").write_text(PROBE.replace("VERSION", str(version)))
+
+
+def run_probe(starter, tmp_path, *args: str, env: dict[str, str] | None = None):
+    log = tmp_path / "out.log"
+    with log.open("wb") as out:
+        process = starter.launch([sys.executable, "-m", "warm_probe", *args], cwd=str(tmp_path),
+                                 env={**os.environ, "PYTHONPATH": str(tmp_path), **(env or {})},
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    assert isinstance(process, WarmProcess)
+    return process, log
+
+
+async def test_a_forked_worker_polls_with_litellm_loaded_runs_a_turn_and_dies_by_sigkill(starter, temporal,
+                                                                                         task_queue):
+    with warm_start.using(starter):
+        worker = await start_worker_process(temporal.address, task_queue=task_queue)
+    try:
+        assert isinstance(worker.process, WarmProcess)
+        assert "LiteLLM loaded" in worker.log()  # no import to wait for: the first model call runs at once
+        chat = await start_chat(temporal.client, task_queue=task_queue)
+        assert (await chat.send("What is 25 + 17?")).text == "25 + 17 = 42."
+        worker.kill()
+        assert worker.process.returncode == -signal.SIGKILL and not worker.alive
+    finally:
+        await worker.stop()
+
+
+async def test_a_worker_started_without_a_starter_is_started_cold(temporal, task_queue):
+    with warm_start.using(None):
+        worker = await start_worker_process(temporal.address, task_queue=task_queue)
+    try:
+        assert isinstance(worker.process, subprocess.Popen)
+        assert "LiteLLM importing in the background" in worker.log()
+    finally:
+        await worker.stop()
+    assert worker.process.returncode == 0
+
+
+def test_the_child_runs_as_a_new_interpreter_would_with_the_requesters_environment(starter, tmp_path):
+    write_probe(tmp_path, 1)
+    process, log = run_probe(starter, tmp_path, "a", "b", env={"COLOUR": "teal", "EXIT_CODE": "3",
+                                                               "PYTHONDONTWRITEBYTECODE": "1"})
+    assert process.wait(timeout=30) == 3 and process.poll() == 3
+    seen = json.loads(log.read_text())
+    assert seen["argv"] == ["a", "b"] and seen["cwd"] == str(tmp_path) and seen["colour"] == "teal"
+    assert seen["path"] == [str(tmp_path), str(tmp_path)] and seen["no_pyc"] is True
+    # The libraries come from the starter's memory; this project's own modules are imported afresh.
+    assert seen["preloaded"] == ["litellm", "temporalio.worker"]
+
+    write_probe(tmp_path, 2)  # an edited file is what the next child runs
+    process, log = run_probe(starter, tmp_path)
+    assert process.wait(timeout=30) == 0 and json.loads(log.read_text())["version"] == 2
+
+
+def test_a_failing_child_exits_with_1_and_its_traceback(starter, tmp_path):
+    write_probe(tmp_path, 1)
+    process, log = run_probe(starter, tmp_path, "--fail")
+    assert process.wait(timeout=30) == 1
+    assert "RuntimeError: the probe failed on purpose" in log.read_text()
+
+
+def test_what_the_starter_cannot_run_as_a_new_interpreter_would_is_started_cold(starter, tmp_path):
+    write_probe(tmp_path, 1)
+    differs = {**os.environ, "LITELLM_LOG": "DEBUG"}  # read by LiteLLM when it is imported
+    assert starter.launch([sys.executable, "-m", "warm_probe"], env=differs) is None
+    assert starter.launch([sys.executable, "-c", "print(1)"]) is None  # only `python -m MODULE`
+    assert starter.launch(["/bin/echo", "-m", "x"]) is None
+    with warm_start.using(starter):
+        cold = warm_start.launch([sys.executable, "-m", "warm_probe"], env=differs, cwd=str(tmp_path),
+                                 stdout=subprocess.DEVNULL)
+        warm = warm_start.launch([sys.executable, "-m", "warm_probe"], cwd=str(tmp_path), stdout=subprocess.DEVNULL)
+    assert isinstance(cold, subprocess.Popen) and cold.wait(timeout=60) == 0
+    assert isinstance(warm, WarmProcess) and warm.wait(timeout=30) == 0
+    with warm_start.using(WarmStarter(starter.process, str(tmp_path / "no-such-socket"), starter.log_path)):
+        gone = warm_start.launch([sys.executable, "-m", "warm_probe"], cwd=str(tmp_path), stdout=subprocess.DEVNULL)
+    assert isinstance(gone, subprocess.Popen) and gone.wait(timeout=60) == 0
+
+
+def test_a_garbled_request_is_refused_and_the_starter_serves_on(starter, tmp_path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection:
+        connection.settimeout(10)
+        connection.connect(starter.socket_path)
+        connection.send(b"{not json")
+        assert "unreadable request" in json.loads(connection.recv(4096))["refused"]
+    write_probe(tmp_path, 1)
+    process, _ = run_probe(starter, tmp_path)
+    assert process.wait(timeout=30) == 0
+
+
+async def test_the_starters_children_die_with_it(tmp_path):
+    own = WarmStarter.start(preload=("json",))
+    await own.wait_ready()
+    (tmp_path / "sleeper.py").write_text("import time\nprint('asleep', flush=True)\ntime.sleep(600)\n")
+    process = own.launch([sys.executable, "-m", "sleeper"], cwd=str(tmp_path), stdout=subprocess.DEVNULL)
+    assert isinstance(process, WarmProcess) and process.poll() is None
+    own.close()  # as when a notebook's kernel or a test run ends: no worker is left behind
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
+
+
+def test_a_warm_process_can_be_waited_on_with_a_timeout(starter, tmp_path):
+    (tmp_path / "sleeper.py").write_text(textwrap.dedent("""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))
+        print("asleep", flush=True)
+        time.sleep(600)
+    """))
+    log = tmp_path / "sleeper.log"
+    with log.open("wb") as out:
+        process = starter.launch([sys.executable, "-m", "sleeper"], cwd=str(tmp_path), stdout=out,
+                                 env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert isinstance(process, WarmProcess)
+    while "asleep" not in log.read_text():
+        assert process.poll() is None
+        time.sleep(0.02)
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(timeout=0.2)
+    process.terminate()
+    assert process.wait(timeout=30) == 7
