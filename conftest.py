@@ -16,8 +16,8 @@ environment variables and its own `tmp_path` root; tests use free ports and task
 
 Each worker also starts a warm starter (`durable_agent/warm_start.py`) and exports it: the worker processes its
 tests start, in the test process or in a notebook's kernel, are forked from it with LiteLLM already imported
-instead of importing it again (4-7 s of CPU each; the suite starts dozens). `DURABLE_AGENT_WARM_START=` (empty)
-turns it off.
+instead of importing it again (4-7 s of CPU each; the suite starts dozens), and so are the notebooks' kernels
+(durable_course/warm_kernels.py). `DURABLE_AGENT_WARM_START=` (empty) turns it off.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import os
 import pytest
 
 from durable_agent.warm_start import ENV_VAR as WARM_START, WarmStarter
+from durable_course.warm_kernels import use_warm_kernels
 
 _warm_starter = pytest.StashKey[WarmStarter]()
 
@@ -53,6 +54,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if session.config.pluginmanager.has_plugin("dsession") or WARM_START in os.environ:
         return  # the xdist controller runs no test; a starter given (or turned off) by the caller is kept
     session.config.stash[_warm_starter] = WarmStarter.start(export=True)
+    use_warm_kernels()  # nbval's kernels and the grader's too
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -18,7 +18,8 @@ never run again. If the supervisor itself is gone, the heartbeat timeout still c
 seconds later.
 
 `durable-agent worker --processes 2` runs the agent that way outside the course: two worker processes (one
-takes over at once when the other dies) under a supervisor that releases a dead one's work and starts another.
+takes over at once when the other dies) under a supervisor that releases a dead one's work and starts another,
+forked from a warm starter (`warm_start.py`) so that it polls in a fraction of a second with LiteLLM imported.
 
 Only a process that has *exited* may be released: an attempt still running somewhere would run twice.
 `durable-agent bench --recovery` measures the difference (rows marked "supervised"); notebook 05 shows it.
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from .worker import WorkerProcess
 
 SUPERVISOR_READY_LINE = "durable-agent supervisor ready"
+WARM_LINE = "durable-agent supervisor: warm starter ready"
 
 # The retry of a released attempt waits this long instead of the retry policy's back-off. Not zero: the
 # server reads a zero delay as "not given" and applies the policy's back-off.
@@ -126,10 +128,13 @@ async def supervise(client: Client, address: str, *, processes: int, namespace: 
     """Run `processes` worker processes until SIGINT or SIGTERM (the body of `durable-agent worker
     --processes N`). When one exits, release what it was running and start another in its place: with two or
     more, a live one takes over at once while the new one starts."""
+    from .warm_start import ENV_VAR, WarmStarter
     from .worker import start_worker_process
 
     if processes < 1:
         raise ValueError(f"processes must be at least 1, not {processes}")
+    # The first processes start from scratch while the warm starter imports; replacements are forked from it.
+    starter = None if os.environ.get(ENV_VAR) else WarmStarter.start(export=True)
     supervisor = Supervisor(client)
     watched: dict[asyncio.Task[list[Released]], "WorkerProcess"] = {}
 
@@ -143,6 +148,11 @@ async def supervise(client: Client, address: str, *, processes: int, namespace: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopping = asyncio.create_task(stop.wait())
+    async def say_when_warm() -> None:
+        await starter.wait_ready()
+        print(f"{WARM_LINE}: new worker processes are forked from it (log: {starter.log_path})", flush=True)
+
+    warming = asyncio.create_task(say_when_warm()) if starter is not None else None
     try:
         await asyncio.gather(*(start_one() for _ in range(processes)))
         print(f"{SUPERVISOR_READY_LINE} ({processes} worker processes, pid {os.getpid()})", flush=True)
@@ -157,6 +167,10 @@ async def supervise(client: Client, address: str, *, processes: int, namespace: 
                     await start_one()
     finally:
         stopping.cancel()
+        if warming is not None:
+            warming.cancel()
         await supervisor.close()
         await asyncio.gather(*(worker.stop() for worker in watched.values()), return_exceptions=True)
+        if starter is not None:
+            starter.close()
     print("durable-agent supervisor stopped", flush=True)

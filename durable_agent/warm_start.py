@@ -88,6 +88,7 @@ class WarmProcess:
         self.pid = pid
         self.args = list(args)
         self.returncode: int | None = None
+        self.stdin = self.stdout = self.stderr = None  # its files are the requester's own (no pipes)
         self._connection = connection
 
     def __repr__(self) -> str:
@@ -198,10 +199,11 @@ class WarmStarter:
 
     def launch(self, command: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
                stdin: IO[Any] | int | None = None, stdout: IO[Any] | int | None = None,
-               stderr: IO[Any] | int | None = None) -> WarmProcess | None:
+               stderr: IO[Any] | int | None = None, start_new_session: bool = False) -> WarmProcess | None:
         """Fork `command` (`python -m MODULE ...`) from the starter; None when it cannot (see the module's
         docstring): the caller then starts it cold."""
-        return request(self.socket_path, command, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr)
+        return request(self.socket_path, command, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                       start_new_session=start_new_session)
 
     def close(self) -> None:
         """Stop the starter (and so any process it started that is still running)."""
@@ -233,26 +235,32 @@ def using(starter: WarmStarter | None) -> Iterator[None]:
 
 def launch(command: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
            stdin: IO[Any] | int | None = None, stdout: IO[Any] | int | None = None,
-           stderr: IO[Any] | int | None = None) -> subprocess.Popen[bytes] | WarmProcess:
+           stderr: IO[Any] | int | None = None, start_new_session: bool = False
+           ) -> subprocess.Popen[bytes] | WarmProcess:
     """Start `command` with `env` (the whole environment; default: this process's): forked from the warm
-    starter in `DURABLE_AGENT_WARM_START` if it can, else with `subprocess.Popen`."""
+    starter in `DURABLE_AGENT_WARM_START` if it can (`launch_warm`), else with `subprocess.Popen`."""
     env = dict(os.environ if env is None else env)
+    return (launch_warm(command, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                        start_new_session=start_new_session)
+            or subprocess.Popen(list(command), env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                                start_new_session=start_new_session))
+
+
+def launch_warm(command: Sequence[str], **options: Any) -> WarmProcess | None:
+    """`command` forked from the warm starter in `DURABLE_AGENT_WARM_START`; None when there is none or it
+    cannot run it (the caller starts it its own way). `options` as for `WarmStarter.launch`."""
     path = os.environ.get(ENV_VAR)
-    if path:
-        process = request(path, command, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr)
-        if process is not None:
-            return process
-    return subprocess.Popen(list(command), env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr)
+    return request(path, command, **options) if path else None
 
 
 def request(socket_path: str, command: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
             stdin: IO[Any] | int | None = None, stdout: IO[Any] | int | None = None,
-            stderr: IO[Any] | int | None = None) -> WarmProcess | None:
+            stderr: IO[Any] | int | None = None, start_new_session: bool = False) -> WarmProcess | None:
     """Ask the starter at `socket_path` to fork `command`; None if it cannot or is not there."""
     if module_of(command) is None:
         return None
     message = json.dumps({"argv": list(command), "env": dict(os.environ if env is None else env),
-                          "cwd": os.path.abspath(cwd or os.getcwd())}).encode()
+                          "cwd": os.path.abspath(cwd or os.getcwd()), "new_session": start_new_session}).encode()
     if len(message) > MESSAGE_BYTES:
         return None
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -357,6 +365,7 @@ def _fork_for(connection: socket.socket, imported_env: dict[str, str], library_p
         message, fds, _, _ = socket.recv_fds(connection, MESSAGE_BYTES, 3)
         wanted = json.loads(message)
         argv, env, cwd = list(wanted["argv"]), dict(wanted["env"]), str(wanted["cwd"])
+        new_session = bool(wanted.get("new_session"))
     except (OSError, ValueError, KeyError, TypeError) as error:
         _answer(connection, {"refused": f"unreadable request: {error}"})
         connection.close()
@@ -377,7 +386,8 @@ def _fork_for(connection: socket.socket, imported_env: dict[str, str], library_p
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        exit_code = _run_child(argv, env, cwd, fds, library_path, own_sockets=(*own_sockets, connection))
+        exit_code = _run_child(argv, env, cwd, fds, library_path, new_session,
+                               own_sockets=(*own_sockets, connection))
         sys.exit(exit_code)
     for fd in fds:
         os.close(fd)
@@ -388,8 +398,10 @@ def _fork_for(connection: socket.socket, imported_env: dict[str, str], library_p
 
 
 def _run_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], library_path: list[str],
-               own_sockets: Sequence[socket.socket]) -> int:
+               new_session: bool, own_sockets: Sequence[socket.socket]) -> int:
     """In the forked child: become `python -m MODULE ARGS` started in `cwd` with `env`, and run it."""
+    if new_session:
+        os.setsid()  # its own process group: a signal to the group (a kernel's interrupt) reaches only it
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)

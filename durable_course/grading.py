@@ -385,7 +385,8 @@ def grade_folder(folder: Path, solutions: Path = ROOT / "solutions", exercises: 
 
     def grade(path: Path) -> NotebookReport:
         name = str(path.relative_to(folder).with_suffix(""))
-        print(f"grading {name} ...", file=sys.stderr, flush=True)
+        sys.stderr.write(f"grading {name} ...\n")  # one write: print() writes the newline apart, and lines of
+        sys.stderr.flush()                            # submissions graded side by side would interleave
         try:
             report = grade_notebook(path, known, timeout)
         except Exception as err:  # a bug of the grader's own must not cost the rest of the class their grades

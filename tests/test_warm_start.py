@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -160,3 +161,42 @@ def test_a_warm_process_can_be_waited_on_with_a_timeout(starter, tmp_path):
         process.wait(timeout=0.2)
     process.terminate()
     assert process.wait(timeout=30) == 7
+
+
+async def test_a_kernel_is_forked_from_the_starter_and_can_be_interrupted_and_shut_down(starter, monkeypatch):
+    from jupyter_client.manager import AsyncKernelManager
+
+    from durable_course.warm_kernels import NAME, WarmKernelProvisioner, use_warm_kernels
+
+    monkeypatch.delenv("JUPYTER_DEFAULT_PROVISIONER_NAME", raising=False)
+    with monkeypatch.context() as patched:
+        patched.setenv(warm_start.ENV_VAR, starter.socket_path)
+        assert use_warm_kernels() and os.environ["JUPYTER_DEFAULT_PROVISIONER_NAME"] == NAME
+        manager = AsyncKernelManager(kernel_name="python3")
+        await manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        assert isinstance(manager.provisioner, WarmKernelProvisioner)
+        assert isinstance(manager.provisioner.process, WarmProcess)
+        assert os.getpgid(manager.provisioner.pid) == manager.provisioner.pid  # its own process group
+        seen: list[str] = []
+        reply = await client.execute_interactive(
+            "import os, sys; print(os.getppid(), 'litellm' in sys.modules, 1 + 1)", timeout=30,
+            output_hook=lambda message: seen.append(message["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok"
+        assert "".join(seen).split() == [str(starter.process.pid), "True", "2"]
+
+        sleeping = client.execute("import time; time.sleep(600)")
+        await asyncio.sleep(0.5)
+        await manager.interrupt_kernel()  # SIGINT to the kernel's process group
+        while True:
+            message = await client.get_shell_msg(timeout=30)
+            if message["parent_header"].get("msg_id") == sleeping:
+                break
+        assert message["content"]["status"] == "error" and message["content"]["ename"] == "KeyboardInterrupt"
+    finally:
+        client.stop_channels()
+        await manager.shutdown_kernel(now=False)
+    assert not await manager.is_alive()

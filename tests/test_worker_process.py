@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from durable_agent.session import start_chat
-from durable_agent.supervisor import SUPERVISOR_READY_LINE
+from durable_agent.supervisor import SUPERVISOR_READY_LINE, WARM_LINE
+from durable_agent.warm_start import ENV_VAR as WARM_START
 from durable_agent.worker import WorkerProcess, start_worker_process
 from durable_course.faults import ENV_VAR, Faults, activity_runs
 
@@ -68,16 +69,17 @@ def _gone(pid: int) -> bool:
 
 async def test_worker_processes_under_a_supervisor_lose_nothing_to_a_sigkill(temporal, task_queue):
     """`durable-agent worker --processes 2`: a SIGKILLed worker's tool call is failed by the supervisor at once
-    (not by its heartbeat timeout), the other process answers, a new one takes the dead one's place, and
-    SIGTERM stops them all."""
+    (not by its heartbeat timeout), the other process answers, a new one takes the dead one's place (forked from
+    the supervisor's own warm starter: LiteLLM loaded when it polls), and SIGTERM stops them all."""
     faults = Faults.create(activate=False)
     parent = WorkerProcess.launch(
         [sys.executable, "-m", "durable_agent", "worker", "--address", temporal.address, "--task-queue", task_queue,
          "--processes", "2", "--plugin", "durable_course.faults:fault_lab_plugin"],
-        env={ENV_VAR: str(faults.path)}, log_prefix="durable-agent-supervisor-")
+        env={ENV_VAR: str(faults.path), WARM_START: ""},  # not the suite's starter: the supervisor starts one
+        log_prefix="durable-agent-supervisor-")
     try:
         deadline = time.monotonic() + 120
-        while SUPERVISOR_READY_LINE not in parent.log():
+        while SUPERVISOR_READY_LINE not in parent.log() or WARM_LINE not in parent.log():
             assert parent.alive and time.monotonic() < deadline, parent.log()
             await asyncio.sleep(0.05)
         first = _pids_polling(parent.log())
@@ -98,6 +100,8 @@ async def test_worker_processes_under_a_supervisor_lose_nothing_to_a_sigkill(tem
             assert parent.alive and time.monotonic() < deadline, parent.log()
             await asyncio.sleep(0.05)
         assert f"worker pid {victim} exited with -9; released 1 activity attempt(s)" in parent.log()
+        replacement = re.findall(r"worker pid \d+ polling \(log: (\S+)\)", parent.log())[-1]
+        assert "LiteLLM loaded" in Path(replacement).read_text()
     finally:
         await parent.stop()
         faults.remove()

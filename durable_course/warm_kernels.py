@@ -1,0 +1,62 @@
+"""Notebook kernels forked from the warm starter: a kernel that runs a worker does not import LiteLLM again.
+
+The course starts many kernels: JupyterLab's, nbval's (one per notebook the test suite checks) and the
+grader's (one per submission, `durable_course/grading.py`). Each one that runs a chat imports LiteLLM (4-7 s
+of CPU here). When a warm starter is exported (`durable_agent/warm_start.py`, `DURABLE_AGENT_WARM_START`),
+this Jupyter kernel provisioner forks the kernel from it instead, as it forks worker processes; otherwise, or
+when the starter cannot run the kernel's command the way a new interpreter would, it is Jupyter's own local
+provisioner, unchanged.
+
+It is registered with Jupyter (the entry point `durable-warm` in `pyproject.toml`, group
+`jupyter_client.kernel_provisioners`) and chosen for every kernel whose kernel spec names no provisioner by
+the environment variable `JUPYTER_DEFAULT_PROVISIONER_NAME=durable-warm` (jupyter_client's own switch), which
+`use_warm_kernels()` sets. The test suite does (conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning import LocalProvisioner
+
+from durable_agent import warm_start
+
+NAME = "durable-warm"
+DEFAULT_PROVISIONER = "JUPYTER_DEFAULT_PROVISIONER_NAME"
+
+
+class WarmKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """Jupyter's local provisioner, forking the kernel from the warm starter when there is one."""
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        env = dict(kwargs.get("env") or os.environ)
+        if not kwargs.get("independent"):
+            env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher tells a kernel
+        process = warm_start.launch_warm(
+            [os.path.expanduser(part) for part in cmd], env=env, cwd=kwargs.get("cwd"),
+            stdin=warm_start.subprocess.DEVNULL, stdout=kwargs.get("stdout"), stderr=kwargs.get("stderr"),
+            start_new_session=True)  # its own process group, which an interrupt signals
+        if process is None:
+            return await super().launch_kernel(cmd, **kwargs)
+        self.process = process
+        self.pid = self.pgid = process.pid
+        self.cwd = kwargs.get("cwd", pathlib.Path.cwd())
+        return self.connection_info
+
+
+def registered() -> bool:
+    """Whether Jupyter can find this provisioner (the project is installed with its entry points)."""
+    return any(point.name == NAME for point in entry_points(group="jupyter_client.kernel_provisioners"))
+
+
+def use_warm_kernels() -> bool:
+    """Make kernels started from now on, by this process and those it starts, use this provisioner (it is
+    Jupyter's own local one while no warm starter is exported). False if Jupyter cannot find it."""
+    if not registered():
+        return False
+    os.environ[DEFAULT_PROVISIONER] = NAME
+    return True
