@@ -10,7 +10,8 @@ The three primitives, one module each:
 worker). The workflow's public extension points (a step before each turn, the tool step, the end-of-turn
 decision, continue-as-new) are listed in `workflow.py`'s docstring; worker plugins add behaviour from outside.
 `context.py` bounds what the model sees (so chats can be any length); `logs.py` keeps failures to one line.
-Beyond the basics (notebook 07): `long_chat.py` (continue-as-new with a carried summary) and `approval.py`
+Recovery in seconds: `supervisor.py` (a dead worker's work released at once) and `warm_start.py` (a new worker
+process forked from one that has already imported the libraries). Beyond the basics (notebook 07): `long_chat.py` (continue-as-new with a carried summary) and `approval.py`
 (a tool that waits for a human's approval).
 Importing this package is fast: LiteLLM is imported only by a worker, in a background thread (a worker
 process starts the import once it polls).

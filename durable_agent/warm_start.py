@@ -15,9 +15,10 @@ libraries come from the starter's memory (shared with it, page by page, until wr
     process.pid, process.poll(), process.kill()      # as with subprocess.Popen
     starter.close()
 
-`launch(command, ...)` is what code that starts worker processes calls (`worker.WorkerProcess.launch`): it
-asks the warm starter named by the environment variable `DURABLE_AGENT_WARM_START` (its socket; set by
-`WarmStarter.start(export=True)`, and inherited by the processes started after it, kernels included) and falls
+`launch(command, ..., warm=...)` is what code that starts worker processes calls (`worker.WorkerProcess.launch`,
+`start_worker_process(..., warm=...)`): `warm` is a starter, False (start it cold), or True, the default: the
+warm starter named by the environment variable `DURABLE_AGENT_WARM_START` (its socket; set by
+`WarmStarter.start(export=True)`, and inherited by the processes started after it, kernels included). It falls
 back to `subprocess.Popen` when there is none, when it is still importing, or when it cannot run the command
 the way a new interpreter would:
 
@@ -34,7 +35,6 @@ notebook or test run that started it). `durable-agent bench --recovery` measures
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import importlib
 import json
@@ -51,7 +51,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Sequence
 
 ENV_VAR = "DURABLE_AGENT_WARM_START"
 # What a worker imports that takes long and never changes while a course runs.
@@ -219,29 +219,17 @@ class WarmStarter:
         shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
 
 
-@contextlib.contextmanager
-def using(starter: WarmStarter | None) -> Iterator[None]:
-    """Within it, `launch` forks from `starter`, or (None) starts every process cold."""
-    before = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = starter.socket_path if starter is not None else ""
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = before
-
-
 def launch(command: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
            stdin: IO[Any] | int | None = None, stdout: IO[Any] | int | None = None,
-           stderr: IO[Any] | int | None = None, start_new_session: bool = False
+           stderr: IO[Any] | int | None = None, start_new_session: bool = False, warm: "WarmStarter | bool" = True
            ) -> subprocess.Popen[bytes] | WarmProcess:
-    """Start `command` with `env` (the whole environment; default: this process's): forked from the warm
-    starter in `DURABLE_AGENT_WARM_START` if it can (`launch_warm`), else with `subprocess.Popen`."""
+    """Start `command` with `env` (the whole environment; default: this process's): forked from a warm starter
+    if it can (`warm`: a starter, True for the one in `DURABLE_AGENT_WARM_START`, False for none), else with
+    `subprocess.Popen`."""
     env = dict(os.environ if env is None else env)
-    return (launch_warm(command, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-                        start_new_session=start_new_session)
+    path = warm.socket_path if isinstance(warm, WarmStarter) else os.environ.get(ENV_VAR) if warm else None
+    return ((request(path, command, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                     start_new_session=start_new_session) if path else None)
             or subprocess.Popen(list(command), env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
                                 start_new_session=start_new_session))
 

@@ -39,7 +39,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from . import llm, warm_start
 from .activities import AgentActivities
 from .config import settings
-from .warm_start import WarmProcess
+from .warm_start import WarmProcess, WarmStarter
 from .workflow import DurableAgentWorkflow
 
 READY_LINE = "durable-agent worker ready"
@@ -174,13 +174,14 @@ class WorkerProcess:
 
     @classmethod
     def launch(cls, command: list[str], env: dict[str, str] | None = None,
-               log_prefix: str = "durable-agent-worker-") -> "WorkerProcess":
+               log_prefix: str = "durable-agent-worker-", warm: WarmStarter | bool = True) -> "WorkerProcess":
         """Start `command` (a worker's command line) with its output in a log file; does not wait for it. With a
-        warm starter (`warm_start.py`) it is forked from there, with the libraries already imported."""
+        warm starter (`warm_start.py`: `warm`, by default the one this process was given) it is forked from there,
+        with the libraries already imported."""
         log = Path(tempfile.mkstemp(prefix=log_prefix, suffix=".log")[1])
         with log.open("wb") as out:
             process = warm_start.launch(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+                                        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, warm=warm)
         return cls(process, log)
 
     def log(self) -> str:
@@ -230,14 +231,16 @@ async def start_worker_process(
     env: dict[str, str] | None = None,
     plugins: list[str] = (),
     ready_timeout: float = 60.0,
+    warm: WarmStarter | bool = True,
 ) -> WorkerProcess:
     """Start `python -m durable_agent worker` and wait until it polls the task queue. `plugins`: import paths
-    ("module:name") of Temporal worker plugins for it, see `load_plugin`."""
+    ("module:name") of Temporal worker plugins for it, see `load_plugin`. `warm`: fork it from this warm starter,
+    from the one this process was given (True, `warm_start.ENV_VAR`), or start it from scratch (False)."""
     command = [sys.executable, "-m", "durable_agent", "worker", "--address", address, "--namespace", namespace,
                "--task-queue", task_queue or settings().task_queue]
     for plugin in plugins:
         command += ["--plugin", plugin]
-    worker = WorkerProcess.launch(command, env, log_prefix="durable-agent-worker-")
+    worker = WorkerProcess.launch(command, env, log_prefix="durable-agent-worker-", warm=warm)
     await worker.wait_ready(ready_timeout)
     return worker
 

@@ -47,6 +47,7 @@ from durable_agent import llm
 from durable_agent.config import redact_secrets
 from durable_agent.logs import silenced
 from durable_agent.supervisor import Supervisor
+from durable_agent.warm_start import WarmProcess, WarmStarter
 
 from . import events
 
@@ -398,6 +399,7 @@ class CrashReport:
     kill_to_retry: float  # SIGKILL -> the interrupted activity ran again
     supervised: bool = False  # a Supervisor told the server the process had exited
     standby: bool = False  # a worker process already polling took over (none was started)
+    warm: bool = False  # the new worker process was forked from the lab's warm starter (LiteLLM imported)
 
     @property
     def interrupted(self) -> ActivityRun | None:
@@ -420,7 +422,8 @@ class CrashReport:
         return "\n".join([
             f"SIGKILL to worker pid {self.killed_pid} during {self.during}; "
             + (f"the standby worker pid {self.new_pid} took over." if self.standby
-               else f"restarted it as pid {self.new_pid}."),
+               else f"restarted it as pid {self.new_pid}"
+               + (", forked from the warm starter (LiteLLM already imported)." if self.warm else ".")),
             f"Agent (the same Update, never re-sent): {self.reply}",
             self._recovery_line(interrupted),
             # The only line that changes from run to run (nbval's sanitize file blanks it).
@@ -555,6 +558,9 @@ class FaultLab(ExperimentWorkers):
     task_queue: str = "fault-lab"
     tools_path: str | None = None  # a folder to import tool modules from (default: the current folder)
     worker: WorkerProcess | None = None  # the worker process the experiments kill and restart
+    # Worker processes are forked from it when set (`use_warm_starter`), else started from scratch, whatever the
+    # environment says: what an experiment shows does not depend on where the notebook runs.
+    warm_starter: WarmStarter | None = None
     kernel_worker: BackgroundWorker | None = None  # the hot-fix lab's worker in this process, if any
     builtin_tools: dict[str, Any] = field(default_factory=dict, repr=False)  # restored by close()
 
@@ -573,7 +579,15 @@ class FaultLab(ExperimentWorkers):
         env = {ENV_VAR: str(self.faults.path), "PYTHONDONTWRITEBYTECODE": "1", TOOL_MODULES_ENV: tools_module or ""}
         if self.tools_path:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (self.tools_path, os.environ.get("PYTHONPATH")) if p)
-        return await start_worker_process(self.temporal.address, task_queue=self.task_queue, env=env, plugins=[PLUGIN])
+        return await start_worker_process(self.temporal.address, task_queue=self.task_queue, env=env,
+                                          plugins=[PLUGIN], warm=self.warm_starter or False)
+
+    async def use_warm_starter(self) -> float:
+        """From now on, fork the lab's worker processes from a warm starter (`durable_agent/warm_start.py`) that
+        has imported LiteLLM once; `close()` stops it. Seconds it took to be ready."""
+        if self.warm_starter is None:
+            self.warm_starter = WarmStarter.start()
+        return await self.warm_starter.wait_ready()
 
     async def new_chat(self, model_call: str = "activity") -> ChatSession:
         from durable_agent.session import start_chat
@@ -639,7 +653,8 @@ class FaultLab(ExperimentWorkers):
         return CrashReport(
             chat.workflow_id, during, reply.text, victim.pid, self.worker.pid, runs, done_before,
             [r.activity_id for r in runs if r.activity_id in done_before and r.starts > 1],
-            ready - killed_at, replied - ready, retried_at - killed_at, supervised, standby is not None)
+            ready - killed_at, replied - ready, retried_at - killed_at, supervised, standby is not None,
+            standby is None and isinstance(self.worker.process, WarmProcess))
 
     async def model_outage_turn(self, failures: int = 3, status: int = 503,
                                 question: str = "What is 25 + 17?", retry_after: float | None = None) -> OutageReport:
@@ -717,6 +732,9 @@ class FaultLab(ExperimentWorkers):
     async def close(self) -> None:
         """Stop the lab's workers, switch the faults off, and put back tools a lab module replaced."""
         await self._stop_workers()
+        if self.warm_starter is not None:
+            self.warm_starter.close()
+            self.warm_starter = None
         self.faults.clear()
         if self.builtin_tools:
             from durable_agent import tools

@@ -26,7 +26,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from durable_agent import warm_start
 from durable_agent.server import Temporal, start_temporal
 from durable_agent.warm_start import WarmStarter
 from durable_agent.worker import READY_LINE, start_worker_process
@@ -123,8 +122,7 @@ async def measure_ready(temporal: Temporal, starts: int, task_queue: str = "reco
     whether it had LiteLLM by then, and seconds from then until LiteLLM was imported in the background."""
     seconds, loaded, litellm = [], [], []
     for _ in range(starts):
-        with warm_start.using(warm):
-            worker = await start_worker_process(temporal.address, task_queue=task_queue)
+        worker = await start_worker_process(temporal.address, task_queue=task_queue, warm=warm or False)
         seconds.append(worker.ready_after)
         ready_line = next(line for line in worker.log().splitlines() if READY_LINE in line)
         loaded.append(READY_LITELLM in ready_line)
@@ -135,12 +133,14 @@ async def measure_ready(temporal: Temporal, starts: int, task_queue: str = "reco
 
 async def measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str = "activity",
                         supervised: bool = False, warm: WarmStarter | None = None) -> Crash:
-    with warm_start.using(warm):  # how the lab starts its worker processes, for this crash
-        return await _measure_crash(lab, during, standby, model_call, supervised, warm is not None)
+    lab.warm_starter = warm  # how the lab starts its worker processes, for this crash
+    try:
+        return await _measure_crash(lab, during, standby, model_call, supervised)
+    finally:
+        lab.warm_starter = None
 
 
-async def _measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str, supervised: bool,
-                         warm: bool) -> Crash:
+async def _measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str, supervised: bool) -> Crash:
     spare = None
     if standby:  # a second worker process on the lab's task queue, polling before the turn starts
         if lab.worker is None or not lab.worker.alive:
@@ -155,7 +155,7 @@ async def _measure_crash(lab: FaultLab, during: str, standby: bool, model_call: 
     model_runs = lab.faults.count("plan_next_action", workflow_id=report.workflow_id)
     return Crash(during, standby, report.restart_to_ready, report.kill_to_retry,
                  report.restart_to_ready + report.ready_to_reply, report.reply, len(report.rerun_completed),
-                 model_call, model_runs, supervised, warm and not standby)
+                 model_call, model_runs, supervised, report.warm)
 
 
 async def run_recovery(temporal: Temporal | None = None, *, starts: int = 5, crashes: int = 2,

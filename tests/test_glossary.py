@@ -55,6 +55,7 @@ TERMS = {
     "timeout": (r"\btimeouts?\b|\bstart[_-]to[_-]close\b|\bschedule[_-]to[_-]close\b", I),
     "tool": (r"\btools?\b", I),
     "update": (r"\bUpdates?\b", 0),
+    "warm-start": (r"\bwarm start(s|ers?)?\b", I),
     "web-ui": (r"\b(Web|Temporal) UI\b", 0),
     "worker": (r"\bworkers?\b", I),
     "worker-plugin": (r"\bplugins?\b|\binterceptors?\b", I),

@@ -55,8 +55,7 @@ def run_probe(starter, tmp_path, *args: str, env: dict[str, str] | None = None):
 
 async def test_a_forked_worker_polls_with_litellm_loaded_runs_a_turn_and_dies_by_sigkill(starter, temporal,
                                                                                          task_queue):
-    with warm_start.using(starter):
-        worker = await start_worker_process(temporal.address, task_queue=task_queue)
+    worker = await start_worker_process(temporal.address, task_queue=task_queue, warm=starter)
     try:
         assert isinstance(worker.process, WarmProcess)
         assert "LiteLLM loaded" in worker.log()  # no import to wait for: the first model call runs at once
@@ -69,8 +68,7 @@ async def test_a_forked_worker_polls_with_litellm_loaded_runs_a_turn_and_dies_by
 
 
 async def test_a_worker_started_without_a_starter_is_started_cold(temporal, task_queue):
-    with warm_start.using(None):
-        worker = await start_worker_process(temporal.address, task_queue=task_queue)
+    worker = await start_worker_process(temporal.address, task_queue=task_queue, warm=False)
     try:
         assert isinstance(worker.process, subprocess.Popen)
         assert "LiteLLM importing in the background" in worker.log()
@@ -102,21 +100,27 @@ def test_a_failing_child_exits_with_1_and_its_traceback(starter, tmp_path):
     assert "RuntimeError: the probe failed on purpose" in log.read_text()
 
 
-def test_what_the_starter_cannot_run_as_a_new_interpreter_would_is_started_cold(starter, tmp_path):
+def test_what_the_starter_cannot_run_as_a_new_interpreter_would_is_started_cold(starter, tmp_path, monkeypatch):
     write_probe(tmp_path, 1)
     differs = {**os.environ, "LITELLM_LOG": "DEBUG"}  # read by LiteLLM when it is imported
     assert starter.launch([sys.executable, "-m", "warm_probe"], env=differs) is None
     assert starter.launch([sys.executable, "-c", "print(1)"]) is None  # only `python -m MODULE`
     assert starter.launch(["/bin/echo", "-m", "x"]) is None
-    with warm_start.using(starter):
-        cold = warm_start.launch([sys.executable, "-m", "warm_probe"], env=differs, cwd=str(tmp_path),
-                                 stdout=subprocess.DEVNULL)
-        warm = warm_start.launch([sys.executable, "-m", "warm_probe"], cwd=str(tmp_path), stdout=subprocess.DEVNULL)
+    probe = [sys.executable, "-m", "warm_probe"]
+    cold = warm_start.launch(probe, env=differs, cwd=str(tmp_path), stdout=subprocess.DEVNULL, warm=starter)
+    warm = warm_start.launch(probe, cwd=str(tmp_path), stdout=subprocess.DEVNULL, warm=starter)
     assert isinstance(cold, subprocess.Popen) and cold.wait(timeout=60) == 0
     assert isinstance(warm, WarmProcess) and warm.wait(timeout=30) == 0
-    with warm_start.using(WarmStarter(starter.process, str(tmp_path / "no-such-socket"), starter.log_path)):
-        gone = warm_start.launch([sys.executable, "-m", "warm_probe"], cwd=str(tmp_path), stdout=subprocess.DEVNULL)
-    assert isinstance(gone, subprocess.Popen) and gone.wait(timeout=60) == 0
+    gone = WarmStarter(starter.process, str(tmp_path / "no-such-socket"), starter.log_path)
+    assert isinstance(cold := warm_start.launch(probe, cwd=str(tmp_path), stdout=subprocess.DEVNULL, warm=gone),
+                      subprocess.Popen) and cold.wait(timeout=60) == 0
+    # By default, the starter this process was given (DURABLE_AGENT_WARM_START); none when it is empty.
+    monkeypatch.setenv(warm_start.ENV_VAR, starter.socket_path)
+    given = warm_start.launch(probe, cwd=str(tmp_path), stdout=subprocess.DEVNULL)
+    assert isinstance(given, WarmProcess) and given.wait(timeout=30) == 0
+    monkeypatch.setenv(warm_start.ENV_VAR, "")
+    assert isinstance(cold := warm_start.launch(probe, cwd=str(tmp_path), stdout=subprocess.DEVNULL),
+                      subprocess.Popen) and cold.wait(timeout=60) == 0
 
 
 def test_a_garbled_request_is_refused_and_the_starter_serves_on(starter, tmp_path):
