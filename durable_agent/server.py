@@ -122,6 +122,8 @@ def dev_server_flags(overrides: dict[str, object] | None = None) -> list[str]:
 DEV_SERVER_FLAGS = dev_server_flags()
 STARTUP_SECONDS = 30.0
 CONNECT_SECONDS = 5.0  # one connection attempt while the server starts (seconds on a loaded machine)
+# What the dev server prints once it has bound its ports (gRPC, UI, metrics) and serves.
+READY_BANNER = "Temporal Server:"
 
 
 def _parent_death_signal() -> Callable[[], None]:
@@ -215,6 +217,14 @@ async def _connect_when_ready(server: DevServer, address: str, namespace: str, p
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         _raise_if_exited(server)
+        if READY_BANNER not in server.log():
+            # Not before our server says it holds its ports: until then, whatever answers on the address may be
+            # another server that took the port first (ours then exits with "address already in use").
+            if time.monotonic() > deadline:
+                await server.stop()
+                raise TimeoutError(f"the Temporal dev server was not ready after {STARTUP_SECONDS:g} s")
+            await asyncio.sleep(0.02)
+            continue
         try:
             # Bounded: something else listening on the port (it was taken meanwhile) may never answer.
             client = await asyncio.wait_for(Client.connect(address, namespace=namespace, plugins=list(plugins)),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.service import RPCError
 
 from durable_agent import llm, tools
 from durable_course.faults import PLUGIN, Faults
@@ -382,3 +383,26 @@ async def test_a_server_whose_chosen_port_was_taken_meanwhile_starts_on_another(
             await start_temporal(ui=False, port=taken.getsockname()[1])
     finally:
         taken.close()
+
+
+async def test_a_port_taken_by_another_temporal_server_never_connects_us_to_that_server(monkeypatch, temporal):
+    """The same race, when what took the port is another Temporal server (a neighbour's notebook): it answers
+    at once, while ours is still starting and about to fail. Connecting then would hand back a client of the
+    neighbour's server, lost when the neighbour stops it. The client must be ours: connected only once our
+    server has said it holds its ports."""
+    from durable_agent import server as server_module
+
+    neighbour = int(temporal.address.rsplit(":", 1)[1])  # the session's server: it answers on that port
+    offered = [neighbour]
+    real_free_port = server_module.free_port
+    monkeypatch.setattr(server_module, "free_port", lambda: offered.pop() if offered else real_free_port())
+    # A workflow id known only to the neighbour's server: ours has never heard of it.
+    await temporal.client.start_workflow("NoSuchWorkflow", id="only-on-the-neighbour", task_queue="nobody")
+    ours = await start_temporal(ui=False)
+    try:
+        assert offered == [] and ours.address != temporal.address
+        with pytest.raises(RPCError, match="not found"):
+            await ours.client.get_workflow_handle("only-on-the-neighbour").describe()
+    finally:
+        await ours.shutdown()
+        await temporal.client.get_workflow_handle("only-on-the-neighbour").terminate()
