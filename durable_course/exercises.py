@@ -32,6 +32,7 @@ from pathlib import Path
 import nbformat
 
 from .grading import exercise_of, format_table, grade_folder, mark_for_nbgrader
+from .warm_kernels import warm_kernels_here
 
 BEGIN, END, STUB = "# BEGIN SOLUTION", "# END SOLUTION", "#: "
 MD_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->\n?", re.S)
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs is not None and args.jobs < 1:
             print(f"--jobs must be at least 1, not {args.jobs}", file=sys.stderr)
             return 2
-        reports = grade_folder(args.folder, args.solutions, args.exercises, timeout=args.timeout, jobs=args.jobs)
+        with warm_kernels_here():  # each submission's kernel forked with LiteLLM imported, not importing it again
+            reports = grade_folder(args.folder, args.solutions, args.exercises, timeout=args.timeout, jobs=args.jobs)
         print(format_table(reports))
         if args.json:
             args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=1), encoding="utf-8")

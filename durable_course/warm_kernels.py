@@ -10,20 +10,24 @@ provisioner, unchanged.
 It is registered with Jupyter (the entry point `durable-warm` in `pyproject.toml`, group
 `jupyter_client.kernel_provisioners`) and chosen for every kernel whose kernel spec names no provisioner by
 the environment variable `JUPYTER_DEFAULT_PROVISIONER_NAME=durable-warm` (jupyter_client's own switch), which
-`use_warm_kernels()` sets. The test suite does (conftest.py).
+`use_warm_kernels()` sets. The test suite does (conftest.py), and so does the grader for a class
+(`python -m durable_course.exercises check`, through `warm_kernels_here()`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pathlib
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Iterator
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import LocalProvisioner
 
 from durable_agent import warm_start
+from durable_agent.warm_start import WarmStarter
 
 NAME = "durable-warm"
 DEFAULT_PROVISIONER = "JUPYTER_DEFAULT_PROVISIONER_NAME"
@@ -60,3 +64,25 @@ def use_warm_kernels() -> bool:
         return False
     os.environ[DEFAULT_PROVISIONER] = NAME
     return True
+
+
+@contextlib.contextmanager
+def warm_kernels_here(timeout: float = 120.0) -> Iterator[WarmStarter | None]:
+    """For a command that starts many kernels (the grader): within it, they are forked from a warm starter,
+    the one this process was given (`DURABLE_AGENT_WARM_START`; empty turns it off) or one started here and
+    stopped at the end (yielded). Changes this process's environment: for a command's own process. When the
+    starter cannot start, kernels start as usual."""
+    if warm_start.ENV_VAR in os.environ or not use_warm_kernels():
+        yield None
+        return
+    starter = WarmStarter.start(export=True)
+    try:
+        asyncio.run(starter.wait_ready(timeout))
+    except (RuntimeError, TimeoutError):
+        starter.close()
+        yield None
+        return
+    try:
+        yield starter
+    finally:
+        starter.close()

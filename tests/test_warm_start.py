@@ -204,3 +204,24 @@ async def test_a_kernel_is_forked_from_the_starter_and_can_be_interrupted_and_sh
         client.stop_channels()
         await manager.shutdown_kernel(now=False)
     assert not await manager.is_alive()
+
+
+def test_the_grader_forks_its_kernels_from_a_warm_starter_of_its_own(monkeypatch):
+    from jupyter_client.manager import KernelManager
+
+    from durable_course.warm_kernels import DEFAULT_PROVISIONER, warm_kernels_here
+
+    monkeypatch.delenv(warm_start.ENV_VAR, raising=False)  # as in a teacher's terminal
+    monkeypatch.delenv(DEFAULT_PROVISIONER, raising=False)
+    with warm_kernels_here() as own:
+        assert own is not None and own.ready and os.environ[warm_start.ENV_VAR] == own.socket_path
+        manager = KernelManager(kernel_name="python3")
+        manager.start_kernel()
+        try:
+            assert isinstance(manager.provisioner.process, WarmProcess)
+        finally:
+            manager.shutdown_kernel(now=True)
+    assert warm_start.ENV_VAR not in os.environ and own.process.poll() is not None  # stopped at the end
+    monkeypatch.setenv(warm_start.ENV_VAR, "")  # turned off: kernels start as usual
+    with warm_kernels_here() as none:
+        assert none is None
