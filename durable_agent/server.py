@@ -126,7 +126,7 @@ CONNECT_SECONDS = 5.0  # one connection attempt while the server starts (seconds
 READY_BANNER = "Temporal Server:"
 
 
-def _parent_death_signal() -> Callable[[], None]:
+def parent_death_signal() -> Callable[[], None]:
     """Linux: a function for the child (run between fork and exec) asking the kernel to send it SIGTERM when
     its parent dies. `prctl` is looked up here, in the parent: the child must not load libraries."""
     import ctypes
@@ -205,7 +205,7 @@ def launch_dev_server(port: int, *, namespace: str = "default", ui_port: int | N
     linux = sys.platform.startswith("linux")
     with os.fdopen(log_fd, "wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=_parent_death_signal() if linux else None,
+                                   preexec_fn=parent_death_signal() if linux else None,
                                    start_new_session=not linux)  # Ctrl-C in a terminal reaches us, not it
     if not linux:
         subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(process.pid)],

@@ -134,8 +134,8 @@ class WarmProcess:
         elif not _exists(self.pid):
             # The starter is gone (its children get SIGKILL then): no one is left to say how it ended.
             self.returncode = -signal.SIGKILL
-        else:
-            time.sleep(min(timeout or 0.05, 0.05))
+        elif timeout is None or timeout > 0:  # the starter is gone and the child not yet: wait a little (not in poll)
+            time.sleep(0.05 if timeout is None else min(timeout, 0.05))
         if self.returncode is not None:
             self._connection.close()
 
@@ -164,7 +164,7 @@ class WarmStarter:
     def start(cls, preload: Sequence[str] = PRELOAD, *, export: bool = False) -> "WarmStarter":
         """Start a warm starter importing `preload`; it answers once they are imported (`wait_ready`). With
         `export`, processes started from now on (kernels, the CLI, worker processes) use it too."""
-        from .server import _parent_death_signal
+        from .server import parent_death_signal
 
         folder = tempfile.mkdtemp(prefix="durable-agent-warm-")
         socket_path = os.path.join(folder, "socket")
@@ -174,7 +174,7 @@ class WarmStarter:
                 [sys.executable, "-c", "import sys; from durable_agent.warm_start import serve; "
                  "serve(sys.argv[1], sys.argv[2:])", socket_path, *preload],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_parent_death_signal() if sys.platform == "linux" else None)
+                preexec_fn=parent_death_signal() if sys.platform == "linux" else None)
         starter = cls(process, socket_path, log_path)
         if export:
             os.environ[ENV_VAR] = socket_path
@@ -311,6 +311,9 @@ def serve(socket_path: str, preload: Sequence[str]) -> None:
     signal.set_wakeup_fd(wakeup_write.fileno())
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C in a terminal reaches the whole process group: the supervisor that started this stops its workers
+    # gracefully, then this starter (`close`); the starter must not die first, taking its children with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(socket_path + ".new")
     listener.listen(64)
@@ -393,6 +396,7 @@ def _run_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], l
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, as in any interpreter
     _die_with_parent()
     for own in own_sockets:
         own.close()
@@ -421,6 +425,12 @@ def _run_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], l
         if code is None or isinstance(code, int):
             return code or 0
         print(code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # as the interpreter does: the traceback, then death by SIGINT
+        traceback.print_exc()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
         return 1
     except BaseException:
         traceback.print_exc()

@@ -225,3 +225,20 @@ def test_the_grader_forks_its_kernels_from_a_warm_starter_of_its_own(monkeypatch
     monkeypatch.setenv(warm_start.ENV_VAR, "")  # turned off: kernels start as usual
     with warm_kernels_here() as none:
         assert none is None
+
+
+def test_ctrl_c_ends_a_child_as_it_would_an_interpreter_and_not_the_starter(starter, tmp_path):
+    (tmp_path / "sleeper.py").write_text("import time\nprint('asleep', flush=True)\ntime.sleep(600)\n")
+    log = tmp_path / "sleeper.log"
+    with log.open("wb") as out:
+        process = starter.launch([sys.executable, "-m", "sleeper"], cwd=str(tmp_path), stdout=out,
+                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    while "asleep" not in log.read_text():
+        assert process.poll() is None
+        time.sleep(0.02)
+    os.kill(starter.process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == -signal.SIGINT and "KeyboardInterrupt" in log.read_text()
+    assert starter.process.poll() is None  # the starter ignores it: whoever started it stops it
+    write_probe(tmp_path, 1)
+    assert run_probe(starter, tmp_path)[0].wait(timeout=30) == 0
