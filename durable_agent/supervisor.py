@@ -148,6 +148,7 @@ async def supervise(client: Client, address: str, *, processes: int, namespace: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopping = asyncio.create_task(stop.wait())
+
     async def say_when_warm() -> None:
         await starter.wait_ready()
         print(f"{WARM_LINE}: new worker processes are forked from it (log: {starter.log_path})", flush=True)

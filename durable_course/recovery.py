@@ -89,8 +89,8 @@ class RecoveryReport:
             lines.append("(no crash measured)")
         for c in self.crashes:
             lines.append(f"{c.during:<18} {c.model_call:<15} {_yes(c.standby):>7} {_yes(c.supervised):>10} "
-                         f"{'-' if c.standby else _yes(c.warm):>5} {c.to_ready:>9.2f} {c.to_retry:>9.2f} {c.to_reply:>9.2f} {c.model_runs:>10} "
-                         f"{c.rerun_completed:>6}")
+                         f"{'-' if c.standby else _yes(c.warm):>5} {c.to_ready:>9.2f} {c.to_retry:>9.2f} "
+                         f"{c.to_reply:>9.2f} {c.model_runs:>10} {c.rerun_completed:>6}")
         lines.append("")
         ways = {(True, False): "with a standby worker", (False, False): "restarting the worker from scratch",
                 (False, True): "restarting the worker from a warm starter"}

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import subprocess
 from importlib.metadata import entry_points
 from typing import Any, Iterator
 
@@ -42,7 +43,7 @@ class WarmKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
             env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher tells a kernel
         process = warm_start.launch_warm(
             [os.path.expanduser(part) for part in cmd], env=env, cwd=kwargs.get("cwd"),
-            stdin=warm_start.subprocess.DEVNULL, stdout=kwargs.get("stdout"), stderr=kwargs.get("stderr"),
+            stdin=subprocess.DEVNULL, stdout=kwargs.get("stdout"), stderr=kwargs.get("stderr"),
             start_new_session=True)  # its own process group, which an interrupt signals
         if process is None:
             return await super().launch_kernel(cmd, **kwargs)
