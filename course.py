@@ -7,7 +7,8 @@
 
 `lab` passes its other arguments to JupyterLab (`--port 8899`, `--no-browser`), and runs the course's
 Temporal server beside it (chats kept in `.course/temporal.db`; Web UI at http://127.0.0.1:8233, or the next
-free port). Ctrl-C in this terminal stops both.
+free port), and a warm starter that JupyterLab's kernels and the notebooks' worker processes are forked from,
+with LiteLLM already imported (durable_agent/warm_start.py). Ctrl-C in this terminal stops them all.
 
 The first run creates `.venv/` beside this file and installs `requirements.lock` (every package pinned)
 plus this project; later runs reuse it, and reinstall only when the lock file or pyproject.toml changed.
@@ -19,9 +20,11 @@ import hashlib
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import venv
 from pathlib import Path
@@ -79,10 +82,13 @@ def configure_jupyterlab(prefix: Path | str) -> Path:
     return path
 
 
+def venv_env(**overrides: str) -> dict[str, str]:
+    return {**os.environ, "VIRTUAL_ENV": str(VENV), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **overrides}
+
+
 def run(command: list[str], **overrides: str) -> int:
-    env = {**os.environ, "VIRTUAL_ENV": str(VENV), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           **overrides}
-    return subprocess.call(command, cwd=ROOT, env=env)
+    return subprocess.call(command, cwd=ROOT, env=venv_env(**overrides))
 
 
 def _free(port: int) -> int:
@@ -120,6 +126,27 @@ def start_course_server() -> tuple[subprocess.Popen, dict[str, str]]:
     return server, {"DURABLE_COURSE_SERVER": f"127.0.0.1:{port}", "DURABLE_COURSE_UI": ui}
 
 
+def start_warm_starter() -> tuple[subprocess.Popen, dict[str, str]]:
+    """A warm starter (durable_agent/warm_start.py) for this session: JupyterLab's kernels, and the worker
+    processes the notebooks start, are forked from it with LiteLLM already imported. Returns it and what
+    JupyterLab needs to use it (without it, or until it is ready, they start as usual)."""
+    socket_path = os.path.join(tempfile.mkdtemp(prefix="durable-course-warm-"), "socket")
+    log = (ROOT / ".course" / "warm-start.log").open("wb")
+    starter = subprocess.Popen([str(PYTHON), "-m", "durable_agent", "warm-start", "--socket", socket_path],
+                               cwd=ROOT, env=venv_env(), stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+    print(f"Warm starter for the kernels and worker processes: {socket_path}", flush=True)
+    return starter, {"DURABLE_AGENT_WARM_START": socket_path, "JUPYTER_DEFAULT_PROVISIONER_NAME": "durable-warm"}
+
+
+def stop(process: subprocess.Popen, seconds: float = 20) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"lab", "test", "setup"}:
         print(__doc__)
@@ -130,17 +157,16 @@ def main(argv: list[str]) -> int:
         # From the repository root, so notebooks/, exercises/ and solutions/ are all in the file browser.
         as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers
         server, where = start_course_server()
+        starter, warm = start_warm_starter()
         try:
             return run([str(PYTHON), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}", *as_root,
-                        "notebooks/00_welcome.ipynb", *argv[1:]], **where)
+                        "notebooks/00_welcome.ipynb", *argv[1:]], **where, **warm)
         except KeyboardInterrupt:
             return 130
         finally:
-            server.send_signal(signal.SIGTERM)  # it stops its dev server, which keeps every chat in the file
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)  # it stops its dev server, which keeps every chat in the file
+            stop(starter)  # and any kernel still running that it forked
+            shutil.rmtree(os.path.dirname(warm["DURABLE_AGENT_WARM_START"]), ignore_errors=True)
     if argv[0] == "test":
         # The tests and the notebooks' stored outputs assume the offline model and an embedded server,
         # whatever a learner's .env says (an empty variable wins over .env and means "not set").

@@ -4,6 +4,8 @@
     python -m durable_agent server    # the embedded Temporal dev server with its Web UI, until Ctrl-C
     python -m durable_agent worker    # a worker for a running server (--address, or TEMPORAL_ADDRESS);
                                       # --processes 2: two worker processes under a supervisor (supervisor.py)
+    python -m durable_agent warm-start --socket PATH   # a warm starter (warm_start.py) answering on PATH;
+                                      # processes started with DURABLE_AGENT_WARM_START=PATH are forked from it
 
 `worker` and `chat` take `--plugin MODULE:NAME` (repeatable): a Temporal worker plugin, or a function that
 returns one, added to the worker from outside (the course's fault lab is one). The `durable-agent` command
@@ -152,11 +154,25 @@ def parser(prog: str = "python -m durable_agent") -> tuple[argparse.ArgumentPars
                                 "starts another (default: this process is the worker)")
         else:
             p.add_argument("--no-worker", action="store_true", help="do not run a worker in this process")
+
+    warm = sub.add_parser("warm-start", help="import the libraries once, then fork worker processes and kernels "
+                                             "asked for on a Unix socket (warm_start.py)")
+    warm.add_argument("--socket", required=True, help="the Unix socket to answer on (it must not exist yet)")
+    warm.add_argument("--preload", action="append", default=[], metavar="MODULE",
+                      help="a module to import first (repeatable; default: LiteLLM and temporalio)")
     return parser, sub
 
 
 def run(args: argparse.Namespace, commands: dict) -> int:
     """Run the chosen command, then leave at once (see below)."""
+    if args.command == "warm-start":  # not under asyncio: each child it forks runs an event loop of its own
+        from .warm_start import PRELOAD, serve
+
+        if os.path.exists(args.socket):
+            print(f"durable-agent warm-start: {args.socket} already exists", file=sys.stderr)
+            return 2
+        serve(args.socket, args.preload or PRELOAD)
+        return 0
     try:
         code = asyncio.run(commands[args.command](args))
     except KeyboardInterrupt:

@@ -171,8 +171,8 @@ class WarmStarter:
         log_path = Path(folder) / "starter.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from durable_agent.warm_start import serve; "
-                 "serve(sys.argv[1], sys.argv[2:])", socket_path, *preload],
+                [sys.executable, "-m", "durable_agent", "warm-start", "--socket", socket_path,
+                 *(part for name in preload for part in ("--preload", name))],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=parent_death_signal() if sys.platform == "linux" else None)
         starter = cls(process, socket_path, log_path)

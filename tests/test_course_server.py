@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -109,6 +110,9 @@ async def test_a_course_server_that_does_not_answer_gives_one_line_and_a_server_
         await lab.stop()
 
 
+WARM_LINE = "Warm starter for the kernels and worker processes:"
+
+
 def test_course_py_lab_starts_the_course_server_and_stops_it_with_jupyterlab(tmp_path):
     """`python3 course.py lab`, end to end: the server comes up before JupyterLab, JupyterLab's kernels are told
     where it is, and Ctrl-C (SIGINT to the process group, as a terminal sends it) stops both."""
@@ -121,15 +125,21 @@ def test_course_py_lab_starts_the_course_server_and_stops_it_with_jupyterlab(tmp
     try:
         for line in process.stdout:  # course.py prints the server's addresses before it starts JupyterLab
             lines.append(line)
-            if line.startswith("Temporal server for the course:"):
+            if line.startswith(WARM_LINE):
                 break
         server_line = next(line for line in lines if line.startswith("Temporal server for the course:"))
         address = server_line.split(": ", 1)[1].split(",")[0]
         ui = server_line.split("Web UI ", 1)[1].split(" ")[0]
+        warm = lines[-1].split(": ", 1)[1].strip()
         assert _ui_answers(ui)
         assert _ui_answers(f"http://127.0.0.1:{port}", path="/api/status?token=t0ken")  # JupyterLab is up
+        deadline = time.monotonic() + 120
+        while not os.path.exists(warm):  # the warm starter answers once it has imported LiteLLM
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
         kernel_env = asyncio.run(_kernel_sees(port))
-        assert kernel_env == [address, ui]
+        # Forked from the session's warm starter: LiteLLM is there before the notebook asks for it.
+        assert kernel_env == [address, ui, warm, "True"]
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -139,12 +149,11 @@ def test_course_py_lab_starts_the_course_server_and_stops_it_with_jupyterlab(tmp
             rest, _ = process.communicate(timeout=120)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{ui}/api/v1/namespaces", timeout=5)
+    assert not os.path.exists(warm)  # the warm starter stopped too, and its folder is gone
 
 
 def _ui_answers(ui: str, seconds: float = 60.0, path: str = "/api/v1/namespaces") -> bool:
     """The Web UI answers its API (it starts a moment after the server, and answers 503 for a few seconds)."""
-    import time
-
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -169,8 +178,9 @@ async def _kernel_sees(port: int) -> list[str]:
     kernel = call("POST", "/api/kernels", {"name": "python3"})
     try:
         return await asyncio.to_thread(_run_in_kernel, port, kernel["id"],
-                                       "import os; print(os.environ['DURABLE_COURSE_SERVER'], "
-                                       "os.environ['DURABLE_COURSE_UI'])")
+                                       "import os, sys; print(os.environ['DURABLE_COURSE_SERVER'], "
+                                       "os.environ['DURABLE_COURSE_UI'], os.environ['DURABLE_AGENT_WARM_START'], "
+                                       "'litellm' in sys.modules)")
     finally:
         call("DELETE", f"/api/kernels/{kernel['id']}")
 
