@@ -170,9 +170,9 @@ def run(args: argparse.Namespace, commands: dict) -> int:
 
         if os.path.exists(args.socket):
             print(f"durable-agent warm-start: {args.socket} already exists", file=sys.stderr)
-            return 2
+            sys.exit(2)
         serve(args.socket, args.preload or PRELOAD)
-        return 0
+        sys.exit(0)
     try:
         code = asyncio.run(commands[args.command](args))
     except KeyboardInterrupt:

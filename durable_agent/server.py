@@ -194,8 +194,10 @@ def launch_dev_server(port: int, *, namespace: str = "default", ui_port: int | N
                       db_file: str | None = None, extra_args: list[str] | None = None,
                       dynamic_config: dict[str, object] | None = None) -> DevServer:
     """Start the Temporal CLI dev server as a child process that dies with this one (does not wait for it).
-    `dynamic_config` adds server settings or replaces ours (`DEV_SERVER_CONFIG`), e.g. to measure a default."""
+    `dynamic_config` adds server settings or replaces ours (`DEV_SERVER_CONFIG`), e.g. to measure a default.
+    Its HTTP API and metrics ports are chosen here too (the CLI would pick its own, racing its neighbours')."""
     command = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+               "--http-port", str(free_port()), "--metrics-port", str(free_port()),
                "--namespace", namespace, "--log-format", "pretty", "--log-level", "error",
                *dev_server_flags(dynamic_config)]
     command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
@@ -242,8 +244,9 @@ async def _connect_when_ready(server: DevServer, address: str, namespace: str, p
 
 def _raise_if_exited(server: DevServer) -> None:
     if not server.alive:
+        log = server.log()  # a Go panic says why first, then its stack: keep both ends
         raise RuntimeError(f"the Temporal dev server exited with code {server.process.returncode}:\n"
-                           f"{server.log()[-2000:]}")
+                           + (log if len(log) <= 2000 else f"{log[:1200]}\n...\n{log[-800:]}"))
 
 
 @dataclass
@@ -310,7 +313,6 @@ async def start_temporal(
         return Temporal(client, config.temporal_address, config.temporal_namespace, ui_url=None)
 
     db_file = db_file if db_file is not None else config.temporal_db_file
-    chosen_by_us = not port or (ui and not ui_port)
     for attempt in range(1, PORT_ATTEMPTS + 1):
         server_port = port or free_port()
         server_ui_port = (ui_port or free_port()) if ui else None
@@ -323,10 +325,11 @@ async def start_temporal(
         try:
             client = await _connect_when_ready(server, address, config.temporal_namespace, plugins)
             break
-        except RuntimeError as err:
+        except RuntimeError:
             # A port found free was taken by another process before the server bound it (servers started side
-            # by side, e.g. a class graded in parallel): choose again. A port given by the caller is not changed.
-            if not chosen_by_us or "address already in use" not in str(err) or attempt == PORT_ATTEMPTS:
+            # by side, e.g. a class graded in parallel): choose again. A port given by the caller is not changed
+            # (taken, it fails every attempt). The whole log is read: a Go panic's message comes first.
+            if "address already in use" not in server.log() or attempt == PORT_ATTEMPTS:
                 raise
             await server.stop()  # it has exited; this removes its log
     ui_url = (public_path or f"http://127.0.0.1:{server_ui_port}") if ui else None

@@ -385,6 +385,31 @@ async def test_a_server_whose_chosen_port_was_taken_meanwhile_starts_on_another(
         taken.close()
 
 
+async def test_every_port_the_server_binds_is_chosen_by_us_and_chosen_again_when_taken(monkeypatch):
+    """The dev server binds more than its gRPC and UI ports: an HTTP API port and a metrics port, which the CLI
+    would pick itself, racing the servers started beside it. start_temporal chooses them too, and starts again
+    when one was taken (here the metrics port, the third port it asks for)."""
+    import socket
+
+    from durable_agent import server as server_module
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    real_free_port = server_module.free_port
+    offered = [taken.getsockname()[1], real_free_port(), real_free_port()]  # popped from the end: gRPC, HTTP, metrics
+    monkeypatch.setattr(server_module, "free_port", lambda: offered.pop() if offered else real_free_port())
+    try:
+        temporal = await start_temporal(ui=False)
+        try:
+            assert offered == [] and await temporal.client.service_client.check_health()
+            assert f"--metrics-port {taken.getsockname()[1]}" not in " ".join(temporal.server.process.args)
+        finally:
+            await temporal.shutdown()
+    finally:
+        taken.close()
+
+
 async def test_a_port_taken_by_another_temporal_server_never_connects_us_to_that_server(monkeypatch, temporal):
     """The same race, when what took the port is another Temporal server (a neighbour's notebook): it answers
     at once, while ours is still starting and about to fail. Connecting then would hand back a client of the

@@ -242,3 +242,12 @@ def test_ctrl_c_ends_a_child_as_it_would_an_interpreter_and_not_the_starter(star
     assert starter.process.poll() is None  # the starter ignores it: whoever started it stops it
     write_probe(tmp_path, 1)
     assert run_probe(starter, tmp_path)[0].wait(timeout=30) == 0
+
+
+def test_the_command_refuses_a_socket_path_that_exists(tmp_path):
+    taken = tmp_path / "socket"
+    taken.write_text("")
+    done = subprocess.run([sys.executable, "-m", "durable_agent", "warm-start", "--socket", str(taken)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"durable-agent warm-start: {taken} already exists"
