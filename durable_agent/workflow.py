@@ -234,6 +234,10 @@ class DurableAgentWorkflow:
     def end(self) -> None:
         """End the chat once the message being answered (if any) has its reply."""
         self._ended = True
+        if self._stream_replies:
+            # A reader's long poll waits in the workflow for text that will not come now, and the chat returns
+            # only once every handler has finished: release it (it returns what it has).
+            self.reply_stream.detach_pollers()
         if not self._busy:
             self._status = ChatStatus("ended", turns=self._status.turns)
 

@@ -43,6 +43,31 @@ async def test_the_reply_streams_and_the_history_records_it_once_as_a_result(tem
     assert reply.text == shown.text == "25 + 17 = 42." and reply.tools_used == ["calculator"]
 
 
+async def test_a_chat_ends_even_while_a_reader_waits_on_its_stream(temporal, task_queue, worker):
+    """A reader that follows the stream past its end leaves a long-poll Update waiting in the workflow (the
+    server keeps it when the reader goes away), and the chat returns only when every handler has finished: ending
+    the chat must release that poll, or `end()` waits for text that will never come."""
+    from temporalio.contrib.workflow_streams import WorkflowStreamClient
+
+    from durable_agent.streaming import TOPIC
+
+    chat = await start_chat(temporal.client, task_queue=task_queue, input=ChatInput(stream_replies=True))
+    await chat.send(GREETING)
+    stream = WorkflowStreamClient(chat.handle)
+    end = await stream.get_offset()
+
+    async def follow() -> None:
+        async for _ in stream.subscribe(TOPIC, from_offset=end):
+            pass
+
+    reader = asyncio.create_task(follow())
+    await asyncio.sleep(1.0)  # its poll is waiting in the workflow for an offset not yet written
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    transcript = await asyncio.wait_for(chat.end(), 20)
+    assert transcript.turns == 1
+
+
 async def test_without_streaming_nothing_is_published(temporal, task_queue, worker):
     chat = await start_chat(temporal.client, task_queue=task_queue)
     reply = await chat.send(GREETING)
