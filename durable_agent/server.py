@@ -126,16 +126,16 @@ CONNECT_SECONDS = 5.0  # one connection attempt while the server starts (seconds
 READY_BANNER = "Temporal Server:"
 
 
-def parent_death_signal() -> Callable[[], None]:
-    """Linux: a function for the child (run between fork and exec) asking the kernel to send it SIGTERM when
-    its parent dies. `prctl` is looked up here, in the parent: the child must not load libraries."""
+def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """Linux: a function for the child (run between fork and exec, or after a fork) asking the kernel to send it
+    `sig` when its parent dies. `prctl` is looked up here, in the parent: the child must not load libraries."""
     import ctypes
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     PR_SET_PDEATHSIG = 1
 
     def in_child() -> None:  # pragma: no cover - runs in the child
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        prctl(PR_SET_PDEATHSIG, int(sig))
 
     return in_child
 
@@ -217,29 +217,30 @@ def launch_dev_server(port: int, *, namespace: str = "default", ui_port: int | N
 
 async def _connect_when_ready(server: DevServer, address: str, namespace: str, plugins: Sequence[Any] = ()) -> Client:
     deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
+    # Not before our server says it holds its ports: until then, whatever answers on the address may be another
+    # server that took the port first (ours then exits with "address already in use").
+    while READY_BANNER not in server.log():
         _raise_if_exited(server)
-        if READY_BANNER not in server.log():
-            # Not before our server says it holds its ports: until then, whatever answers on the address may be
-            # another server that took the port first (ours then exits with "address already in use").
-            if time.monotonic() > deadline:
-                await server.stop()
-                raise TimeoutError(f"the Temporal dev server was not ready after {STARTUP_SECONDS:g} s")
-            await asyncio.sleep(0.02)
-            continue
+        await _wait_or_give_up(server, deadline, 0.02)
+    while True:
         try:
             # Bounded: something else listening on the port (it was taken meanwhile) may never answer.
             client = await asyncio.wait_for(Client.connect(address, namespace=namespace, plugins=list(plugins)),
                                             CONNECT_SECONDS)
         except (RuntimeError, asyncio.TimeoutError) as err:  # connection refused: not listening yet
             _raise_if_exited(server)
-            if time.monotonic() > deadline:
-                await server.stop()
-                raise TimeoutError(f"the Temporal dev server was not ready after {STARTUP_SECONDS:g} s: {err}") from None
-            await asyncio.sleep(0.05)
+            await _wait_or_give_up(server, deadline, 0.05, f": {err}")
             continue
         _raise_if_exited(server)  # it answered, but if ours has exited, what answered is another process
         return client
+
+
+async def _wait_or_give_up(server: DevServer, deadline: float, seconds: float, why: str = "") -> None:
+    """Sleep `seconds`, or stop the server and raise if it is past `deadline`."""
+    if time.monotonic() > deadline:
+        await server.stop()
+        raise TimeoutError(f"the Temporal dev server was not ready after {STARTUP_SECONDS:g} s{why}") from None
+    await asyncio.sleep(seconds)
 
 
 def _raise_if_exited(server: DevServer) -> None:

@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Sequence
 
+from .server import parent_death_signal
+
 ENV_VAR = "DURABLE_AGENT_WARM_START"
 # What a worker imports that takes long and never changes while a course runs.
 PRELOAD = ("litellm", "temporalio.client", "temporalio.worker", "temporalio.workflow")
@@ -164,8 +166,6 @@ class WarmStarter:
     def start(cls, preload: Sequence[str] = PRELOAD, *, export: bool = False) -> "WarmStarter":
         """Start a warm starter importing `preload`; it answers once they are imported (`wait_ready`). With
         `export`, processes started from now on (kernels, the CLI, worker processes) use it too."""
-        from .server import parent_death_signal
-
         folder = tempfile.mkdtemp(prefix="durable-agent-warm-")
         socket_path = os.path.join(folder, "socket")
         log_path = Path(folder) / "starter.log"
@@ -226,18 +226,16 @@ def launch(command: Sequence[str], *, env: dict[str, str] | None = None, cwd: st
     """Start `command` with `env` (the whole environment; default: this process's): forked from a warm starter
     if it can (`warm`: a starter, True for the one in `DURABLE_AGENT_WARM_START`, False for none), else with
     `subprocess.Popen`."""
-    env = dict(os.environ if env is None else env)
+    options = dict(env=dict(os.environ if env is None else env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                   start_new_session=start_new_session)  # the same names as subprocess.Popen's
+    return launch_warm(command, warm=warm, **options) or subprocess.Popen(list(command), **options)
+
+
+def launch_warm(command: Sequence[str], *, warm: "WarmStarter | bool" = True, **options: Any) -> WarmProcess | None:
+    """`command` forked from a warm starter (`warm`: a starter, True for the one in `DURABLE_AGENT_WARM_START`,
+    False for none); None when there is none or it cannot run it (the caller starts it its own way). `options`
+    as for `WarmStarter.launch`."""
     path = warm.socket_path if isinstance(warm, WarmStarter) else os.environ.get(ENV_VAR) if warm else None
-    return ((request(path, command, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-                     start_new_session=start_new_session) if path else None)
-            or subprocess.Popen(list(command), env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-                                start_new_session=start_new_session))
-
-
-def launch_warm(command: Sequence[str], **options: Any) -> WarmProcess | None:
-    """`command` forked from the warm starter in `DURABLE_AGENT_WARM_START`; None when there is none or it
-    cannot run it (the caller starts it its own way). `options` as for `WarmStarter.launch`."""
-    path = os.environ.get(ENV_VAR)
     return request(path, command, **options) if path else None
 
 
@@ -292,7 +290,7 @@ def _fd(stream: IO[Any] | int | None, default: int, opened: list[int]) -> int:
 
 def serve(socket_path: str, preload: Sequence[str]) -> None:
     """Import `preload`, then fork a child for each request on `socket_path` until SIGTERM."""
-    imported_env = dict(os.environ)
+    had_at_import = read_at_import(dict(os.environ))  # what the imports below read, compared with each request's
     os.environ.setdefault(*LITELLM_OFFLINE)
     started = time.monotonic()
     for name in preload:
@@ -330,7 +328,7 @@ def serve(socket_path: str, preload: Sequence[str]) -> None:
             for key, _ in selector.select():
                 if key.fileobj is listener:
                     connection, _ = listener.accept()
-                    child = _fork_for(connection, imported_env, library_path, own_sockets=(
+                    child = _fork_for(connection, had_at_import, library_path, own_sockets=(
                         listener, wakeup_read, wakeup_write, *children.values()))
                     if child > 0:
                         children[child] = connection
@@ -347,7 +345,7 @@ def serve(socket_path: str, preload: Sequence[str]) -> None:
                     os.unlink(path)
 
 
-def _fork_for(connection: socket.socket, imported_env: dict[str, str], library_path: list[str],
+def _fork_for(connection: socket.socket, had_at_import: dict[str, str], library_path: list[str],
               own_sockets: Sequence[socket.socket]) -> int:
     """Fork for one request: the child's pid (-1 when refused). The child runs the command and exits (`sys.exit`
     unwinds out of `serve`, so atexit handlers and threads end as in any interpreter)."""
@@ -361,7 +359,7 @@ def _fork_for(connection: socket.socket, imported_env: dict[str, str], library_p
         _answer(connection, {"refused": f"unreadable request: {error}"})
         connection.close()
         return -1
-    wanted_at_import, had_at_import = read_at_import(env), read_at_import(imported_env)
+    wanted_at_import = read_at_import(env)
     differ = sorted(name for name in {*wanted_at_import, *had_at_import}
                     if wanted_at_import.get(name) != had_at_import.get(name))
     refused = ("not `python -m MODULE` with this interpreter" if module_of(argv) is None or len(fds) != 3
@@ -397,7 +395,8 @@ def _run_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], l
     for sig in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, as in any interpreter
-    _die_with_parent()
+    if sys.platform == "linux":
+        parent_death_signal(signal.SIGKILL)()  # it dies with the starter
     for own in own_sockets:
         own.close()
     stdin, stdout, stderr = fds
@@ -436,13 +435,6 @@ def _run_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], l
         traceback.print_exc()
         return 1
     return 0
-
-
-def _die_with_parent() -> None:
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 def _answer(connection: socket.socket, answer: dict[str, Any]) -> None:
