@@ -12,8 +12,9 @@ task (primitive 1) or an activity (primitive 2) that the server records before a
 
 Measured only when asked for (`--loops`), to show what a setting is worth:
 
-- `unsandboxed` (no workflow sandbox) and `pydantic` (Temporal's pydantic data converter): the same
-  durability for less CPU, each with a cost of its own (see `worker_options` and `client_for`);
+- `unsandboxed` (no workflow sandbox): the same durability for less CPU, and no guard (`worker_options`);
+- `default-converter`: the SDK's default data converter instead of the course's pydantic one
+  (`server.DATA_CONVERTER`): what that choice buys (`client_for`);
 - `no-eager` and `no-cache`: eager activity execution, or the sticky workflow cache, switched off, to show
   what each of these defaults buys;
 - `default-server`: the course's agent on a second embedded server left at Temporal's default for the one
@@ -41,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.worker import UnsandboxedWorkflowRunner
 
 from durable_agent import llm, tools
@@ -59,7 +61,7 @@ TURNS: dict[int, str] = {
     2: "What's the weather in Paris and what is 12 * 3?",
 }
 PLAIN = "plain"
-LOOPS = ("plain", "durable", "local-model", "unsandboxed", "pydantic", "no-eager", "no-cache", "default-server")
+LOOPS = ("plain", "durable", "local-model", "unsandboxed", "default-converter", "no-eager", "no-cache", "default-server")
 DEFAULT_LOOPS = ("plain", "durable", "local-model")
 # `default-server`: the durable loop on a second embedded server that keeps Temporal's default for the one
 # setting the course changes (server.py): the history service reads new tasks at most 20 times a second.
@@ -201,31 +203,31 @@ class BenchReport:
         lines = [f"Per-turn latency in ms: {self.iterations} turns per series after {self.warmup} warm-up "
                  f"turns ({self.environment.get('summary', '')}); steps = model + tool calls per turn; "
                  "cpu = this process's CPU ms per turn (client and worker), server = the Temporal server's", ""]
-        head = f"{'model':<28} {'loop':<15} {'tools':>5} {'steps':>5} " + " ".join(
+        head = f"{'model':<28} {'loop':<17} {'tools':>5} {'steps':>5} " + " ".join(
             f"{k:>7}" for k in ("mean", "std", "p50", "p95", "min", "max", "cpu", "server"))
         lines += [head, "-" * len(head)]
         for s in self.series:
             st = s.stats
-            lines.append(f"{_short(s.model):<28} {s.loop:<15} {s.tools:>5} {s.steps:>5.0f} " + " ".join(
+            lines.append(f"{_short(s.model):<28} {s.loop:<17} {s.tools:>5} {s.steps:>5.0f} " + " ".join(
                 f"{v:>7.1f}" for v in (st.mean, st.std, st.p50, st.p95, st.min, st.max, s.cpu_ms)) + (
                 f" {s.server_cpu_ms:>7.1f}" if s.server_cpu_ms is not None else f" {'-':>7}"))
         lines += ["", "Overhead over the plain loop (p50): per turn, per step (one model or tool call), and as "
                   "ratios to the plain loop and to the model's own time", ""]
-        head = (f"{'model':<28} {'loop':<15} {'tools':>5} {'ms/turn':>8} {'ms/step':>8} {'x plain':>8} "
+        head = (f"{'model':<28} {'loop':<17} {'tools':>5} {'ms/turn':>8} {'ms/step':>8} {'x plain':>8} "
                 f"{'x model':>8}")
         lines += [head, "-" * len(head)]
         for o in self.overheads:
-            lines.append(f"{_short(o.model):<28} {o.loop:<15} {o.tools:>5} {o.per_turn_ms:>8.1f} "
+            lines.append(f"{_short(o.model):<28} {o.loop:<17} {o.tools:>5} {o.per_turn_ms:>8.1f} "
                          f"{o.per_step_ms:>8.1f} {o.ratio_to_plain:>8.1f} {o.ratio_to_model:>8.1f}")
         designs = self.designs()
         if designs:
             lines += ["", "Each design in one line: its p50 as a ratio to the plain loop's, and its overhead per step "
                       "(ms per model or tool call), the median over the kinds of turn", ""]
-            head = f"{'model':<28} {'loop':<15} {'x plain':>8} {'ms/step':>8}   by tools: x plain / ms per step"
+            head = f"{'model':<28} {'loop':<17} {'x plain':>8} {'ms/step':>8}   by tools: x plain / ms per step"
             lines += [head, "-" * len(head)]
             for d in designs:
                 detail = "  ".join(f"{n}: {r:.1f}x / {m:.1f}" for n, (r, m) in d["by_tools"].items())
-                lines.append(f"{_short(d['model']):<28} {d['loop']:<15} {d['ratio_to_plain']:>8.1f} "
+                lines.append(f"{_short(d['model']):<28} {d['loop']:<17} {d['ratio_to_plain']:>8.1f} "
                              f"{d['per_step_ms']:>8.1f}   {detail}")
         reference = self.reference()
         if reference:
@@ -241,12 +243,12 @@ class BenchReport:
         if timed:
             lines += ["", "Where a durable turn's time goes, ms per turn (mean), from the event history; "
                       "'client+server' is the rest: the Update's RPC and the server's own work", ""]
-            head = f"{'model':<28} {'loop':<15} {'tools':>5} " + " ".join(
+            head = f"{'model':<28} {'loop':<17} {'tools':>5} " + " ".join(
                 f"{p.replace('workflow task', 'wft'):>14}" for p in PHASES) + f" {'client+server':>14}"
             lines += [head, "-" * len(head)]
             for s in timed:
                 rest = s.stats.mean - sum(s.phases_ms.get(p, 0.0) for p in PHASES)
-                lines.append(f"{_short(s.model):<28} {s.loop:<15} {s.tools:>5} " + " ".join(
+                lines.append(f"{_short(s.model):<28} {s.loop:<17} {s.tools:>5} " + " ".join(
                     f"{s.phases_ms.get(p, 0.0):>14.1f}" for p in PHASES) + f" {rest:>14.1f}")
         return "\n".join(lines)
 
@@ -423,14 +425,12 @@ def worker_options(loop: str) -> dict[str, Any]:
 
 def client_for(client: Client, loop: str) -> Client:
     """The client a loop's chats and worker use: the course's, or the same connection with another converter."""
-    if loop != "pydantic":
+    if loop != "default-converter":
         return client
-    # Pydantic's data converter: the same JSON in the history (same durability), but decoded and encoded by
-    # pydantic-core (compiled) instead of the SDK's Python code. It is set on the client, so every worker and
-    # client of a chat must agree on it: a course-wide change, measured here and not made.
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    return Client(**{**client.config(), "data_converter": pydantic_data_converter})
+    # The SDK's default data converter: the same JSON in the history as the course's pydantic converter (same
+    # durability), decoded by the SDK's Python code instead of pydantic-core, which reads each dataclass's type
+    # hints again for every value. The same connection, another converter: the chat's client and worker agree.
+    return Client(**{**client.config(), "data_converter": DataConverter.default})
 
 
 # --- the whole benchmark -------------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ class _Guarded(temporalio.client.OutboundInterceptor):
 
 class Classroom(SimplePlugin):
     """The class-mode plugin for one learner's client: the guard on the client, and the learner's task queues
-    for every worker made from it. `Client.connect(address, plugins=[Classroom("ada")])`."""
+    for every worker made from it. `connect(address, plugins=[Classroom("ada")])` (`durable_agent.server.connect`)."""
 
     def __init__(self, learner: str) -> None:
         self.guard = LearnerGuard(learner)
@@ -245,7 +245,7 @@ def rss_mb(pid: int) -> float:
 async def run_class_load(learners: int = 30, turns: int = 4,
                          progress: Callable[[str], None] = lambda text: None) -> ClassLoadReport:
     """Start one server, a worker process per learner (in class mode), and have every learner chat at once."""
-    from durable_agent.server import start_temporal
+    from durable_agent.server import connect, start_temporal
     from durable_agent.session import ChatError, start_chat
     from durable_agent.worker import start_worker_process
 
@@ -260,7 +260,7 @@ async def run_class_load(learners: int = 30, turns: int = 4,
         workers = await asyncio.gather(*(start_worker_process(
             temporal.address, task_queue="course", env={LEARNER_ENV: name}, plugins=[PLUGIN], ready_timeout=300)
             for name in names))
-        clients = [await temporalio.client.Client.connect(temporal.address, plugins=[Classroom(n)]) for n in names]
+        clients = [await connect(temporal.address, plugins=[Classroom(n)]) for n in names]
         started = time.monotonic()
 
         async def learner(name: str, client: temporalio.client.Client) -> None:

@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--iterations", type=int, default=50, help="measured turns per series (default 50)")
     bench.add_argument("--warmup", type=int, default=5, help="turns sent first and not measured (default 5)")
     bench.add_argument("--loops", default="plain,durable,local-model",
-                       help="comma-separated, among plain, durable, local-model, unsandboxed, pydantic, no-eager, "
-                            "no-cache, default-server")
+                       help="comma-separated, among plain, durable, local-model, unsandboxed, default-converter, "
+                            "no-eager, no-cache, default-server")
     bench.add_argument("--model-latency", type=float, default=200.0, metavar="MS",
                        help="also measure the offline model answering in MS milliseconds, as a real model takes its "
                             "time (default 200; 0: only the instant offline model)")

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from temporalio.client import Client
 
-from durable_agent.server import Temporal
+from durable_agent.server import Temporal, connect as connect_client
 
 ADDRESS_ENV = "DURABLE_COURSE_SERVER"  # host:port of the course server, for the kernels
 UI_ENV = "DURABLE_COURSE_UI"  # its Web UI, as the browser reaches it
@@ -82,7 +82,7 @@ async def _try_connect(address: str, seconds: float = CONNECT_SECONDS, plugins: 
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         try:
-            return await asyncio.wait_for(Client.connect(address, plugins=list(plugins)), CONNECT_SECONDS)
+            return await asyncio.wait_for(connect_client(address, plugins=list(plugins)), CONNECT_SECONDS)
         except (RuntimeError, asyncio.TimeoutError, OSError):
             if asyncio.get_running_loop().time() >= deadline:
                 return None

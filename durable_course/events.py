@@ -23,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from durable_agent.logs import silenced
+from durable_agent.server import DATA_CONVERTER
 from durable_agent.session import ChatSession
 
 Chat = ChatSession | WorkflowHandle | WorkflowHistory
@@ -149,7 +150,7 @@ def activities(history: WorkflowHistory | Sequence[Event]) -> list[Activity]:
 
 def decode(payloads: Sequence[Any], type_: type, converter: DataConverter | None = None) -> Any:
     """One value from a history's payloads (an activity's input or result, a workflow's input)."""
-    converter = converter or DataConverter.default
+    converter = converter or DATA_CONVERTER
     return converter.payload_converter.from_payloads(list(payloads), [type_])[0]
 
 
@@ -199,7 +200,7 @@ def explain_nondeterminism(message: str) -> str:
 async def replay(history: WorkflowHistory, workflow_class: type) -> ReplayReport:
     """Replay a recorded history against `workflow_class` (its @workflow.defn name must match the history's),
     quietly: the SDK's own warnings for a failing replay are not printed."""
-    replayer = Replayer(workflows=[workflow_class], runtime=_quiet_runtime())
+    replayer = Replayer(workflows=[workflow_class], runtime=_quiet_runtime(), data_converter=DATA_CONVERTER)
     with silenced():
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     failure = result.replay_failure

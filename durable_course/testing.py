@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from durable_agent.activities import ChatMessage, Plan, PlanInput, ToolCall, ToolInput, ToolResult, parse_reply
@@ -141,13 +141,13 @@ async def _record_approval(session: ApprovalSession) -> None:
 async def record_histories(folder: Path = HISTORIES) -> list[Path]:
     """Run a few real chats on a fresh embedded dev server (the real activities, the offline model) and save
     each one's event history as `folder/NAME.json`. Returns the files written."""
-    from durable_agent.server import start_temporal
+    from durable_agent.server import connect, start_temporal
     from durable_agent.worker import create_worker
 
     folder.mkdir(parents=True, exist_ok=True)
     temporal = await start_temporal(ui=False)
     try:
-        client = await Client.connect(temporal.address, identity=RECORDER)
+        client = await connect(temporal.address, identity=RECORDER)
         queue = f"record-{uuid.uuid4().hex[:8]}"
         worker = create_worker(client, task_queue=queue, workflows=WORKFLOWS, identity=RECORDER)
         written: list[Path] = []

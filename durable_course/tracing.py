@@ -27,6 +27,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, create_tracer_provider
 
+from durable_agent.server import connect
+
 
 class JsonLinesExporter(SpanExporter):
     """Appends each finished span as one line of JSON to a file, and keeps it in memory."""
@@ -72,7 +74,7 @@ class Tracing:
 
     async def client(self, address: str, namespace: str = "default") -> Client:
         """A client that traces what it does; a worker created from it traces what it runs."""
-        return await Client.connect(address, namespace=namespace, plugins=[self.plugin])
+        return await connect(address, namespace, plugins=[self.plugin])
 
     @property
     def spans(self) -> list[ReadableSpan]:

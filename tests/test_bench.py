@@ -163,7 +163,7 @@ async def test_a_failing_model_gives_a_clear_error(monkeypatch):
 
 
 async def test_every_variant_runs_a_turn_with_the_same_steps(temporal):
-    variants = ("unsandboxed", "pydantic", "no-eager", "no-cache")
+    variants = ("unsandboxed", "default-converter", "no-eager", "no-cache")
     report = await run_benchmark(temporal.client, iterations=1, warmup=0, loops=variants, tool_counts=(1,),
                                  models=[llm.LLMConfig()])
     assert [(s.loop, s.tool_calls, s.activities, s.local_activities) for s in report.series] == [

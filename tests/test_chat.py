@@ -120,3 +120,54 @@ async def test_the_workflow_itself_rejects_bad_messages_from_any_client(chat):
             await chat.handle.execute_update(DurableAgentWorkflow.send_message, UserMessage(text))
         assert reason in caught.value.cause.message
     assert await chat.history() == []  # a rejected Update leaves no trace in the history
+
+
+async def test_the_course_writes_payloads_with_pydantic_and_a_chat_begun_with_the_default_converter_goes_on(
+        temporal, task_queue):
+    """The course's clients, and the workers made from them, use Temporal's pydantic data converter (compiled
+    decoding: server.DATA_CONVERTER). It writes the JSON the SDK's default converter writes, so a chat that a
+    worker with the default converter began is replayed and carried on by a worker with the course's."""
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import PydanticPayloadConverter
+    from temporalio.converter import DataConverter
+
+    from durable_agent.server import DATA_CONVERTER, connect
+    from durable_agent.session import start_chat
+    from durable_agent.worker import start_worker
+
+    assert DATA_CONVERTER.payload_converter_class is PydanticPayloadConverter
+    assert temporal.client.data_converter is DATA_CONVERTER
+    assert (await connect(temporal.address)).data_converter is DATA_CONVERTER
+    default = Client(**{**temporal.client.config(), "data_converter": DataConverter.default})
+    before = await start_worker(default, task_queue=task_queue)
+    chat = await start_chat(default, task_queue=task_queue)
+    assert "42" in (await chat.send("What is 25 + 17?")).text
+    await before.stop()  # its cached chat goes with it: the next worker replays the history
+    after = await start_worker(temporal.client, task_queue=task_queue)
+    try:
+        reopened = open_chat(temporal.client, chat.workflow_id)
+        reply = await reopened.send("What's the weather in Paris and what is 12 * 3?")
+        assert "36" in reply.text and reply.tools_used == ["weather", "calculator"]
+        history = await reopened.history()
+    finally:
+        await after.stop()
+    assert [m.role for m in history[:4]] == ["user", "assistant", "tool", "assistant"]  # the first turn, decoded
+    assert history[1].tool_calls[0].arguments == {"expression": "25 + 17"} and history[2].content == "42"
+    tool_outputs = [m.content for m in history if m.role == "tool"]
+    assert len(tool_outputs) == 3 and tool_outputs[1].startswith("Paris: ") and tool_outputs[2] == "36"
+
+
+async def test_an_offline_model_call_is_priced_from_litellms_map_with_its_options_model_built_once():
+    """Two things LiteLLM did on every call, done once when it is imported (llm.litellm_module): search its price
+    map for the offline model, which it does not know, and try again to build the pydantic model of a call's
+    options, which it defers and then fails to build where it is first used."""
+    from litellm.types.router import LiteLLM_Params
+
+    from durable_agent import llm
+
+    litellm = await llm.litellm_ready()
+    model = llm.LLMConfig().model
+    assert litellm.get_model_info(model)["input_cost_per_token"] == 0 == litellm.get_model_info(model)["output_cost_per_token"]
+    assert LiteLLM_Params.__pydantic_complete__
+    response = await llm._acompletion([{"role": "user", "content": "What is 2 + 2?"}], [], llm.LLMConfig())
+    assert response._hidden_params["response_cost"] == 0.0
