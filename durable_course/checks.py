@@ -186,21 +186,36 @@ async def _task_failure(handle: WorkflowHandle) -> str | None:
     return message.splitlines()[0] if message else None
 
 
+STUCK_TOOL_FAILURES = 3  # a tool that failed this often is not waited out: Temporal retries it for minutes
+STUCK_POLL_SECONDS = 0.5
+
+
 async def _send(chat: ChatSession, text: str, seconds: float = 30.0) -> AgentReply:
     """Send a message; if no reply comes, say why, as the server recorded it: the activity that keeps failing,
-    with its last error, or else a failing workflow task. Nothing goes to stderr meanwhile."""
+    with its last error, or else a failing workflow task. Nothing goes to stderr meanwhile.
+
+    A tool that raises is retried for ten minutes (the workflow's policy: time to fix it while the chat waits), so
+    once a tool call has failed `STUCK_TOOL_FAILURES` times the check says so then, not after `seconds`. The
+    model call is left to its own five attempts: a model outage ends in a reply."""
     task = asyncio.ensure_future(chat.send(text))
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        task.cancel()
+    deadline = asyncio.get_running_loop().time() + seconds
+    failing: list[Any] = []
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=min(STUCK_POLL_SECONDS, seconds))
+        if done:
+            return task.result()
         failing = [p for p in await chat.pending_activities() if p.last_error]
-        if failing:
-            activity_ = max(failing, key=lambda p: p.attempt)
-            raise NotYet(f"no reply to {text!r}: {activity_.activity_type} failed {activity_.failed_attempts} "
-                         f"times, last with {activity_.last_error}")
-        failure = await _task_failure(chat.handle)
-        raise NotYet(f"no reply to {text!r}" + (f": the workflow task fails with {failure}" if failure else ""))
-    return task.result()
+        stuck = any(p.activity_type != "plan_next_action" and p.failed_attempts >= STUCK_TOOL_FAILURES
+                    for p in failing)
+        if stuck or asyncio.get_running_loop().time() >= deadline:
+            break
+    task.cancel()
+    if failing:
+        activity_ = max(failing, key=lambda p: p.attempt)
+        raise NotYet(f"no reply to {text!r}: {activity_.activity_type} failed {activity_.failed_attempts} "
+                     f"times, last with {activity_.last_error}")
+    failure = await _task_failure(chat.handle)
+    raise NotYet(f"no reply to {text!r}" + (f": the workflow task fails with {failure}" if failure else ""))
 
 
 async def _result(handle: WorkflowHandle, seconds: float = 20.0) -> Any:
