@@ -10,8 +10,9 @@ provisioner, unchanged.
 It is registered with Jupyter (the entry point `durable-warm` in `pyproject.toml`, group
 `jupyter_client.kernel_provisioners`) and chosen for every kernel whose kernel spec names no provisioner by
 the environment variable `JUPYTER_DEFAULT_PROVISIONER_NAME=durable-warm` (jupyter_client's own switch), which
-`use_warm_kernels()` sets. The test suite does (conftest.py), and so does the grader for a class
-(`python -m durable_course.exercises check`, through `warm_kernels_here()`).
+`use_warm_kernels()` sets. The test suite does (conftest.py), and so do the grader for a class
+(`python -m durable_course.exercises check`, through `warm_kernels_here()`), `python3 course.py lab` for its
+JupyterLab, and Binder's Jupyter server (its configuration calls `start_for_this_server()`).
 """
 
 from __future__ import annotations
@@ -87,3 +88,19 @@ def warm_kernels_here(timeout: float = 120.0) -> Iterator[WarmStarter | None]:
         yield starter
     finally:
         starter.close()
+
+
+_server_starter: list[WarmStarter] = []  # the Jupyter server's own (start_for_this_server), kept while it runs
+
+
+def start_for_this_server() -> WarmStarter | None:
+    """For a Jupyter server's configuration file (Binder's, written by binder/postBuild): start a warm starter
+    that lives as long as this server process, and fork the server's kernels from it, as `python3 course.py
+    lab` does for its JupyterLab. Kernels start as usual until it has imported the libraries (seconds), or if it
+    cannot start. None, and nothing started, when a starter is exported already (an empty
+    `DURABLE_AGENT_WARM_START` turns it off) or Jupyter cannot find the provisioner."""
+    if warm_start.ENV_VAR in os.environ or not use_warm_kernels():
+        return None
+    starter = WarmStarter.start(export=True)  # it dies with this process (parent death signal)
+    _server_starter[:] = [starter]
+    return starter

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from durable_agent import warm_start
 from durable_agent.server import free_port, proxied_ui_path, start_temporal
 from durable_agent.session import start_chat
 from durable_course import course_server
+from jupyter_api import run_in_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
@@ -101,6 +103,7 @@ def jupyter_with_course_server(tmp_path, monkeypatch):
     """The same, configured as binder/postBuild configures Binder: jupyter-server-proxy runs the course server."""
     port = free_port()
     monkeypatch.setenv(course_server.PORT_ENV, str(port))
+    monkeypatch.delenv(warm_start.ENV_VAR, raising=False)  # Binder's server has no warm starter but its own
     config = re.search(r"<<'CONFIG'\n(.*?)\nCONFIG\n", (BINDER / "postBuild").read_text(), re.S).group(1)
     config_dir = tmp_path / "jupyter_config_dir"
     config_dir.mkdir()
@@ -190,6 +193,50 @@ async def test_on_binder_the_course_server_runs_under_jupyter_server_proxy(jupyt
         await asyncio.sleep(0.1)
     await temporal.shutdown()  # a kernel's lab stopping: the course server runs on
     assert await course_server.connect(env) is not None
+
+
+@pytest.mark.ci_required
+async def test_on_binder_kernels_are_forked_from_the_servers_warm_starter(jupyter_with_course_server):
+    """Binder starts the Jupyter server itself, without course.py: its configuration (binder/postBuild) starts a
+    warm starter beside it. A kernel started through the server is forked from it, with LiteLLM imported, and
+    the starter ends with the server."""
+    jupyter = jupyter_with_course_server
+    assert (await _get_when_up(f"{jupyter['base']}{PREFIX}api/status", jupyter))[0] == 200
+    starter, socket_path = _warm_starter_of(jupyter["process"].pid)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(socket_path):  # it answers once it has imported LiteLLM
+        assert time.monotonic() < deadline and os.path.exists(f"/proc/{starter}")
+        await asyncio.sleep(0.1)
+    seen = await asyncio.to_thread(run_in_kernel, f"{jupyter['base']}{PREFIX}".rstrip("/"), jupyter["token"],
+                                   "import os, sys; print(os.environ['DURABLE_AGENT_WARM_START'], os.getppid(), "
+                                   "'litellm' in sys.modules)")
+    assert seen == [socket_path, str(starter), "True"]
+    jupyter["process"].terminate()
+    jupyter["process"].wait(timeout=30)
+    while os.path.exists(f"/proc/{starter}") and _state(starter) != "Z":  # it dies with the server
+        assert time.monotonic() < deadline, "the warm starter outlived the Jupyter server"
+        await asyncio.sleep(0.1)
+
+
+def _warm_starter_of(server_pid: int) -> tuple[int, str]:
+    """The warm starter the Jupyter server started: its pid and socket, read from its command line."""
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().decode().split("\0")
+            parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if parent == server_pid and "warm-start" in argv:
+            return int(entry), argv[argv.index("--socket") + 1]
+    pytest.fail(f"no warm starter among the children of the Jupyter server (pid {server_pid})")
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_post_build_configures_the_course_server():

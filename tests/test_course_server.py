@@ -3,7 +3,6 @@ the course server as `course.py lab` runs it, labs of two notebooks on it, a res
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from durable_course import course_server, events
 from durable_course import lab as lab_module
 from durable_course.lab import start_lab
 from course_server_process import CourseServer
+from jupyter_api import run_in_kernel
 from other_notebook import ChangedInAnotherNotebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +137,9 @@ def test_course_py_lab_starts_the_course_server_and_stops_it_with_jupyterlab(tmp
         while not os.path.exists(warm):  # the warm starter answers once it has imported LiteLLM
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.1)
-        kernel_env = asyncio.run(_kernel_sees(port))
+        kernel_env = run_in_kernel(f"http://127.0.0.1:{port}", "t0ken", "import os, sys; print(os.environ["
+                                   "'DURABLE_COURSE_SERVER'], os.environ['DURABLE_COURSE_UI'], "
+                                   "os.environ['DURABLE_AGENT_WARM_START'], 'litellm' in sys.modules)")
         # Forked from the session's warm starter: LiteLLM is there before the notebook asks for it.
         assert kernel_env == [address, ui, warm, "True"]
     finally:
@@ -162,43 +164,3 @@ def _ui_answers(ui: str, seconds: float = 60.0, path: str = "/api/v1/namespaces"
         except OSError:
             time.sleep(0.25)
     return False
-
-
-async def _kernel_sees(port: int) -> list[str]:
-    """Start a kernel through JupyterLab's own API and read the two variables from it."""
-    import json
-
-    def call(method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Authorization": "token t0ken", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return json.loads(answer.read() or b"{}")
-
-    kernel = call("POST", "/api/kernels", {"name": "python3"})
-    try:
-        return await asyncio.to_thread(_run_in_kernel, port, kernel["id"],
-                                       "import os, sys; print(os.environ['DURABLE_COURSE_SERVER'], "
-                                       "os.environ['DURABLE_COURSE_UI'], os.environ['DURABLE_AGENT_WARM_START'], "
-                                       "'litellm' in sys.modules)")
-    finally:
-        call("DELETE", f"/api/kernels/{kernel['id']}")
-
-
-def _run_in_kernel(port: int, kernel_id: str, code: str) -> list[str]:
-    import json
-
-    from websocket import create_connection  # websocket-client, a JupyterLab dependency
-
-    ws = create_connection(f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels?token=t0ken", timeout=60)
-    try:
-        msg_id = "probe-1"
-        ws.send(json.dumps({"header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "", "session": "s",
-                                       "version": "5.3"}, "parent_header": {}, "metadata": {}, "channel": "shell",
-                            "content": {"code": code, "silent": False}}))
-        while True:
-            message = json.loads(ws.recv())
-            if message.get("parent_header", {}).get("msg_id") == msg_id and message["msg_type"] == "stream":
-                return message["content"]["text"].split()
-    finally:
-        ws.close()
