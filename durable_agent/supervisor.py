@@ -134,7 +134,8 @@ async def supervise(client: Client, address: str, *, processes: int, namespace: 
     if processes < 1:
         raise ValueError(f"processes must be at least 1, not {processes}")
     # The first processes start from scratch while the warm starter imports; replacements are forked from it.
-    starter = None if os.environ.get(ENV_VAR) else WarmStarter.start(export=True)
+    # A starter given (exported) is used instead; an empty DURABLE_AGENT_WARM_START turns warm starts off.
+    starter = None if ENV_VAR in os.environ else WarmStarter.start(export=True)
     supervisor = Supervisor(client)
     watched: dict[asyncio.Task[list[Released]], "WorkerProcess"] = {}
 

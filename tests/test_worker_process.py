@@ -67,15 +67,16 @@ def _gone(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
 
-async def test_worker_processes_under_a_supervisor_lose_nothing_to_a_sigkill(temporal, task_queue):
+async def test_worker_processes_under_a_supervisor_lose_nothing_to_a_sigkill(temporal, task_queue, monkeypatch):
     """`durable-agent worker --processes 2`: a SIGKILLed worker's tool call is failed by the supervisor at once
     (not by its heartbeat timeout), the other process answers, a new one takes the dead one's place (forked from
     the supervisor's own warm starter: LiteLLM loaded when it polls), and SIGTERM stops them all."""
     faults = Faults.create(activate=False)
+    monkeypatch.delenv(WARM_START)  # not the suite's starter: the supervisor starts one of its own
     parent = WorkerProcess.launch(
         [sys.executable, "-m", "durable_agent", "worker", "--address", temporal.address, "--task-queue", task_queue,
          "--processes", "2", "--plugin", "durable_course.faults:fault_lab_plugin"],
-        env={ENV_VAR: str(faults.path), WARM_START: ""},  # not the suite's starter: the supervisor starts one
+        env={ENV_VAR: str(faults.path)},
         log_prefix="durable-agent-supervisor-")
     try:
         deadline = time.monotonic() + 120
@@ -107,6 +108,33 @@ async def test_worker_processes_under_a_supervisor_lose_nothing_to_a_sigkill(tem
         faults.remove()
     assert parent.process.returncode == 0 and "durable-agent supervisor stopped" in parent.log()
     assert all(_gone(pid) for pid in _pids_polling(parent.log())), parent.log()
+
+
+async def test_a_supervisor_told_no_warm_starts_starts_no_starter(temporal, task_queue):
+    """An empty DURABLE_AGENT_WARM_START turns warm starts off for the supervisor too (as for the grader, the
+    suite and every launch): it starts no warm starter of its own, and its workers start from scratch."""
+    parent = WorkerProcess.launch(
+        [sys.executable, "-m", "durable_agent", "worker", "--address", temporal.address, "--task-queue", task_queue,
+         "--processes", "1"], env={WARM_START: ""}, log_prefix="durable-agent-supervisor-", warm=False)
+    try:
+        deadline = time.monotonic() + 120
+        while SUPERVISOR_READY_LINE not in parent.log():
+            assert parent.alive and time.monotonic() < deadline, parent.log()
+            await asyncio.sleep(0.05)
+        children = [pid for pid in os.listdir("/proc") if pid.isdigit() and _parent_of(int(pid)) == parent.pid]
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children]
+        assert commands and not [c for c in commands if b"warm-start" in c], commands
+        assert all(b"worker" in c for c in commands), commands  # its one worker, started as a new interpreter
+    finally:
+        await parent.stop()
+    assert WARM_LINE not in parent.log()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
 
 
 def test_a_negative_number_of_processes_is_refused():
