@@ -12,6 +12,7 @@ with backoff, and records every attempt.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import json
@@ -61,6 +62,8 @@ class LLMConfig:
 
 _litellm = None
 _import_lock = threading.Lock()
+_start_lock = threading.Lock()
+_importing: concurrent.futures.Future[Any] | None = None  # the background import (_import_in_background)
 
 
 def litellm_module() -> Any:
@@ -103,15 +106,35 @@ def loaded() -> bool:
 def preload() -> None:
     """Start importing LiteLLM in a background thread, so a worker can poll at once and the first model
     call finds it (nearly) ready. Idempotent."""
-    if _litellm is None:
-        threading.Thread(target=litellm_module, name="import-litellm", daemon=True).start()
+    _import_in_background()
+
+
+def _import_in_background() -> concurrent.futures.Future[Any]:
+    """The import in a thread of its own (one at a time), as a future. Not a thread of asyncio's executor: a
+    worker asked to stop while it imports exits at once, and does not wait for the import to finish."""
+    global _importing
+    with _start_lock:
+        failed = _importing is not None and _importing.done() and _importing.exception() is not None
+        if _importing is None or (failed and _litellm is None):
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()  # one awaiter giving up (cancelled) does not cancel the import
+
+            def run() -> None:
+                try:
+                    future.set_result(litellm_module())
+                except BaseException as err:  # noqa: BLE001 - handed to whoever awaits the import
+                    future.set_exception(err)
+
+            threading.Thread(target=run, name="import-litellm", daemon=True).start()
+            _importing = future
+        return _importing
 
 
 async def litellm_ready() -> Any:
     """LiteLLM, imported without blocking the event loop (the import runs, or is awaited, in a thread)."""
     if _litellm is not None:
         return _litellm
-    return await asyncio.to_thread(litellm_module)
+    return await asyncio.wrap_future(_import_in_background())
 
 
 async def complete(messages: list[dict[str, Any]], tools: list[dict[str, Any]], config: LLMConfig) -> dict[str, Any]:

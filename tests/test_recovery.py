@@ -167,3 +167,27 @@ def test_the_first_model_call_does_not_stall_the_event_loop_while_litellm_import
     before, ticks, reply = done.stdout.split()
     assert before == "False" and reply == "Hello!"
     assert int(ticks) >= 20, f"the event loop ticked only {ticks} times while LiteLLM was imported"
+
+
+def test_an_event_loop_closing_while_litellm_imports_does_not_wait_for_the_import():
+    """A worker asked to stop while LiteLLM still imports in the background ends at once: the import runs in a
+    thread of its own, which asyncio does not wait for when its loop closes (in one of asyncio's executor
+    threads, the loop's end waited out the import, seconds, and a worker stopped under load was SIGKILLed).
+    A caller that gave up waiting does not cancel the import for the next one."""
+    script = textwrap.dedent("""
+        import asyncio
+        from durable_agent import llm
+
+        async def give_up():
+            try:
+                await asyncio.wait_for(llm.litellm_ready(), 0.2)
+            except asyncio.TimeoutError:
+                pass
+
+        asyncio.run(give_up())
+        print("imported" if llm._litellm is not None else "still-importing")
+        print(asyncio.run(llm.litellm_ready()).__name__)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["still-importing", "litellm"]
