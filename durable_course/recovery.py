@@ -132,24 +132,23 @@ async def measure_ready(temporal: Temporal, starts: int, task_queue: str = "reco
 
 
 async def measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str = "activity",
-                        supervised: bool = False, warm: WarmStarter | None = None) -> Crash:
-    lab.warm_starter = warm  # how the lab starts its worker processes, for this crash
-    try:
-        return await _measure_crash(lab, during, standby, model_call, supervised)
-    finally:
-        lab.warm_starter = None
-
-
-async def _measure_crash(lab: FaultLab, during: str, standby: bool, model_call: str, supervised: bool) -> Crash:
+                        supervised: bool = False, warm: WarmStarter | None = None,
+                        before: WarmStarter | None = None) -> Crash:
+    """One kill, measured. The new worker process (the one measured) is forked from `warm`, or started from
+    scratch; the worker that is killed and the standby, up before the turn and not measured, are forked from
+    `before` when given (they import nothing), else started from scratch too."""
+    lab.warm_starter = before
     spare = None
-    if standby:  # a second worker process on the lab's task queue, polling before the turn starts
+    try:
         if lab.worker is None or not lab.worker.alive:
             await lab.start_worker_process()
-        spare = await lab.launch_worker_process()
-        await spare.wait_litellm()  # a standby has been up for a while: it has LiteLLM
-    try:
+        if standby:  # a second worker process on the lab's task queue, polling before the turn starts
+            spare = await lab.launch_worker_process()
+            await spare.wait_litellm()  # a standby has been up for a while: it has LiteLLM
+        lab.warm_starter = warm  # how the lab starts the new worker process after the kill
         report = await lab.crash_mid_turn(during, standby=spare, model_call=model_call, supervised=supervised)
     finally:
+        lab.warm_starter = None
         if spare is not None and spare is not lab.worker:
             await spare.stop()
     model_runs = lab.faults.count("plan_next_action", workflow_id=report.workflow_id)
@@ -198,10 +197,11 @@ async def run_recovery(temporal: Temporal | None = None, *, starts: int = 5, cra
                         say(f"SIGKILL during {activity}{' with a standby worker' if spare else ''}"
                             f"{' restarting from a warm starter' if forked else ''}{', supervised' if told else ''}")
                         report.crashes.append(await measure_crash(lab, activity, spare, supervised=told,
-                                                                  warm=starter if forked else None))
+                                                                  warm=starter if forked else None, before=starter))
         for _ in range(crashes if local else 0):
             say("SIGKILL during plan_next_action as a local activity, with a standby worker")
-            report.crashes.append(await measure_crash(lab, "plan_next_action", True, "local_activity"))
+            report.crashes.append(await measure_crash(lab, "plan_next_action", True, "local_activity",
+                                                      before=starter))
         return report
     finally:
         await lab.close()
