@@ -408,6 +408,10 @@ def _run_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], l
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    # What the starter's libraries read from its environment once and kept: read again from the request's.
+    tempfile.tempdir = None  # TMPDIR
+    if hasattr(time, "tzset"):
+        time.tzset()  # TZ
     own_path = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
     sys.path[:] = [cwd, *own_path, *library_path]
     importlib.invalidate_caches()

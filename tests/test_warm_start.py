@@ -20,11 +20,11 @@ from durable_agent.warm_start import WarmProcess, WarmStarter
 from durable_agent.worker import start_worker_process
 
 PROBE = """
-import json, os, sys
+import json, os, sys, tempfile, time
 preloaded = sorted(name for name in ("litellm", "temporalio.worker", "durable_agent") if name in sys.modules)
 print(json.dumps({"version": VERSION, "argv": sys.argv[1:], "cwd": os.getcwd(), "path": sys.path[:2],
                   "colour": os.environ.get("COLOUR"), "preloaded": preloaded,
-                  "no_pyc": sys.dont_write_bytecode}), flush=True)
+                  "no_pyc": sys.dont_write_bytecode, "tmp": tempfile.gettempdir(), "tz": time.tzname[0]}), flush=True)
 if "--fail" in sys.argv:
     raise RuntimeError("the probe failed on purpose")
 sys.exit(int(os.environ.get("EXIT_CODE", "0")))
@@ -80,11 +80,15 @@ async def test_a_worker_started_without_a_starter_is_started_cold(temporal, task
 def test_the_child_runs_as_a_new_interpreter_would_with_the_requesters_environment(starter, tmp_path):
     write_probe(tmp_path, 1)
     process, log = run_probe(starter, tmp_path, "a", "b", env={"COLOUR": "teal", "EXIT_CODE": "3",
-                                                               "PYTHONDONTWRITEBYTECODE": "1"})
+                                                               "PYTHONDONTWRITEBYTECODE": "1",
+                                                               "TMPDIR": str(tmp_path), "TZ": "NZST-12"})
     assert process.wait(timeout=30) == 3 and process.poll() == 3
     seen = json.loads(log.read_text())
     assert seen["argv"] == ["a", "b"] and seen["cwd"] == str(tmp_path) and seen["colour"] == "teal"
     assert seen["path"] == [str(tmp_path), str(tmp_path)] and seen["no_pyc"] is True
+    # What the starter's imports had read from its own environment (the temporary folder, the time zone) is
+    # read again from the request's (the chat command writes its log to TMPDIR).
+    assert seen["tmp"] == str(tmp_path) and seen["tz"] == "NZST"
     # The libraries come from the starter's memory; this project's own modules are imported afresh.
     assert seen["preloaded"] == ["litellm", "temporalio.worker"]
 
