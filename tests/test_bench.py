@@ -15,6 +15,7 @@ from durable_agent.config import OFFLINE_MODEL, Settings
 from durable_course.bench import (
     PHASES, TURNS, BenchError, BenchReport, models_to_measure, plain_turn, run_benchmark,
 )
+import warm_run
 from fake_openai import FakeOpenAI, completion
 from durable_agent.session import start_chat
 from durable_agent.workflow import ChatInput
@@ -111,7 +112,7 @@ def test_the_command_prints_json_or_a_clear_error():
     command = [sys.executable, "-m", "durable_course", "bench", "--iterations", "1", "--warmup", "0",
                "--loops", "plain,durable", "--model-latency", "5", "--json"]
     offline = {**os.environ, "LLM_MODEL": ""}  # "" means the offline model, whatever .env says
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=offline)
+    done = warm_run.run(command, timeout=120, env=offline)  # forked from the suite's warm starter
     assert done.returncode == 0, done.stderr
     report = BenchReport.from_json(done.stdout)
     models = [OFFLINE_MODEL, OFFLINE_MODEL + "+5ms"]  # the instant offline model, and the one that takes its time

@@ -104,8 +104,10 @@ def test_the_class_load_command_simulates_learners_on_one_server():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "durable_course", "class-load", "--learners", "3", "--turns", "2",
-                           "--json"], capture_output=True, text=True, timeout=300)
+    import warm_run
+
+    done = warm_run.run([sys.executable, "-m", "durable_course", "class-load", "--learners", "3", "--turns", "2",
+                         "--json"], timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert (report["learners"], report["answered"], report["wrong"], report["lost"], report["crossed"]) == (3, 6, 0, 0, 0)

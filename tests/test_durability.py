@@ -27,6 +27,7 @@ from durable_agent.server import free_port, start_temporal
 from durable_agent.session import ChatError, MessageNotConfirmed, open_chat, start_chat
 from durable_agent.worker import start_worker
 from durable_agent.workflow import ChatInput
+import warm_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -266,8 +267,8 @@ def test_the_chat_command_prints_one_line_per_failed_attempt(tmp_path):
     faults = Faults.create(tmp_path / "faults", activate=False)
     faults.model_outage(times=2)
     env = {**os.environ, "DURABLE_AGENT_FAULTS": str(faults.path), "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "durable_agent", "chat", "--plugin", PLUGIN], input="What is 25 + 17?\nquit\n",
-                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    done = warm_run.run([sys.executable, "-m", "durable_agent", "chat", "--plugin", PLUGIN],
+                        input="What is 25 + 17?\nquit\n", env=env, timeout=120, cwd=tmp_path)
     output = done.stdout + done.stderr
     assert "Agent: 25 + 17 = 42." in output, output
     assert "Traceback" not in output

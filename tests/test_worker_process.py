@@ -17,6 +17,7 @@ from durable_agent.supervisor import SUPERVISOR_READY_LINE, WARM_LINE
 from durable_agent.warm_start import ENV_VAR as WARM_START
 from durable_agent.worker import WorkerProcess, start_worker_process
 from durable_course.faults import ENV_VAR, Faults, activity_runs
+import warm_run
 
 
 async def test_worker_subprocess_serves_a_chat_started_here(temporal, task_queue):
@@ -36,9 +37,9 @@ async def test_worker_subprocess_serves_a_chat_started_here(temporal, task_queue
 
 
 def test_cli_chat_answers_offline_with_one_command(tmp_path):
-    result = subprocess.run(
+    result = warm_run.run(  # forked from the suite's warm starter, as from `course.py lab`'s
         [sys.executable, "-m", "durable_agent", "chat"],
-        input="What is 25 + 17?\nWhat's the weather in Seattle?\nquit\n", capture_output=True, text=True,
+        input="What is 25 + 17?\nWhat's the weather in Seattle?\nquit\n",
         timeout=120, cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"},
     )
     assert result.returncode == 0, result.stderr
