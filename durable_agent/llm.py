@@ -131,7 +131,7 @@ def _import_in_background() -> concurrent.futures.Future[Any]:
 
 
 async def litellm_ready() -> Any:
-    """LiteLLM, imported without blocking the event loop (the import runs, or is awaited, in a thread)."""
+    """LiteLLM, imported without blocking the event loop (the import runs in a thread of its own; this awaits it)."""
     if _litellm is not None:
         return _litellm
     return await asyncio.wrap_future(_import_in_background())
