@@ -101,6 +101,9 @@ def start_for_this_server() -> WarmStarter | None:
     `DURABLE_AGENT_WARM_START` turns it off) or Jupyter cannot find the provisioner."""
     if warm_start.ENV_VAR in os.environ or not use_warm_kernels():
         return None
-    starter = WarmStarter.start(export=True)  # it dies with this process (parent death signal)
+    try:
+        starter = WarmStarter.start(export=True)  # it dies with this process (parent death signal)
+    except OSError:  # a speed-up only: the server must start without it
+        return None
     _server_starter[:] = [starter]
     return starter

@@ -231,6 +231,21 @@ def test_the_grader_forks_its_kernels_from_a_warm_starter_of_its_own(monkeypatch
         assert none is None
 
 
+def test_a_jupyter_server_whose_warm_starter_cannot_start_starts_without_it(monkeypatch, tmp_path):
+    """Binder's server configuration calls `start_for_this_server()`: a speed-up, never a reason for the server
+    not to start. A starter that cannot start (here: no temporary folder to put its socket in) leaves none
+    exported, and kernels start as usual."""
+    import tempfile
+
+    from durable_course.warm_kernels import DEFAULT_PROVISIONER, start_for_this_server
+
+    monkeypatch.delenv(warm_start.ENV_VAR, raising=False)
+    monkeypatch.delenv(DEFAULT_PROVISIONER, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    assert start_for_this_server() is None
+    assert warm_start.ENV_VAR not in os.environ
+
+
 def test_ctrl_c_ends_a_child_as_it_would_an_interpreter_and_not_the_starter(starter, tmp_path):
     (tmp_path / "sleeper.py").write_text("import time\nprint('asleep', flush=True)\ntime.sleep(600)\n")
     log = tmp_path / "sleeper.log"
