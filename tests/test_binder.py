@@ -27,6 +27,7 @@ from durable_agent.server import free_port, proxied_ui_path, start_temporal
 from durable_agent.session import start_chat
 from durable_course import course_server
 from jupyter_api import run_in_kernel
+from processes import children, command_line, gone, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
@@ -205,7 +206,7 @@ async def test_on_binder_kernels_are_forked_from_the_servers_warm_starter(jupyte
     starter, socket_path = _warm_starter_of(jupyter["process"].pid)
     deadline = time.monotonic() + 120
     while not os.path.exists(socket_path):  # it answers once it has imported LiteLLM
-        assert time.monotonic() < deadline and os.path.exists(f"/proc/{starter}")
+        assert time.monotonic() < deadline and not gone(starter)
         await asyncio.sleep(0.1)
     seen = await asyncio.to_thread(run_in_kernel, f"{jupyter['base']}{PREFIX}".rstrip("/"), jupyter["token"],
                                    "import os, sys; print(os.environ['DURABLE_AGENT_WARM_START'], os.getppid(), "
@@ -213,30 +214,16 @@ async def test_on_binder_kernels_are_forked_from_the_servers_warm_starter(jupyte
     assert seen == [socket_path, str(starter), "True"]
     jupyter["process"].terminate()
     jupyter["process"].wait(timeout=30)
-    while os.path.exists(f"/proc/{starter}") and _state(starter) != "Z":  # it dies with the server
-        assert time.monotonic() < deadline, "the warm starter outlived the Jupyter server"
-        await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(wait_gone, starter), "the warm starter outlived the Jupyter server"
 
 
 def _warm_starter_of(server_pid: int) -> tuple[int, str]:
     """The warm starter the Jupyter server started: its pid and socket, read from its command line."""
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().decode().split("\0")
-            parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-        if parent == server_pid and "warm-start" in argv:
-            return int(entry), argv[argv.index("--socket") + 1]
+    for pid in children(server_pid):
+        argv = command_line(pid)
+        if "warm-start" in argv:
+            return pid, argv[argv.index("--socket") + 1]
     pytest.fail(f"no warm starter among the children of the Jupyter server (pid {server_pid})")
-
-
-def _state(pid: int) -> str:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 def test_post_build_configures_the_course_server():

@@ -28,6 +28,7 @@ from durable_agent.session import ChatError, MessageNotConfirmed, open_chat, sta
 from durable_agent.worker import start_worker
 from durable_agent.workflow import ChatInput
 import warm_run
+from processes import children, gone, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -279,30 +280,6 @@ def test_the_chat_command_prints_one_line_per_failed_attempt(tmp_path):
 
 
 # --- no leftovers -----------------------------------------------------------------------------------------------
-
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except (FileNotFoundError, IndexError):
-        return True
-    return state == "Z"  # a zombie has exited; only its exit status waits to be collected
-
-
-def wait_gone(pid: int, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
 
 pytestmark_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

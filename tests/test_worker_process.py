@@ -18,6 +18,7 @@ from durable_agent.warm_start import ENV_VAR as WARM_START
 from durable_agent.worker import WorkerProcess, start_worker_process
 from durable_course.faults import ENV_VAR, Faults, activity_runs
 import warm_run
+from processes import children, command_line, gone
 
 
 async def test_worker_subprocess_serves_a_chat_started_here(temporal, task_queue):
@@ -60,14 +61,6 @@ def _pids_polling(log: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"durable-agent supervisor: worker pid (\d+) polling", log)]
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-
-
 async def test_worker_processes_under_a_supervisor_lose_nothing_to_a_sigkill(temporal, task_queue, monkeypatch):
     """`durable-agent worker --processes 2`: a SIGKILLed worker's tool call is failed by the supervisor at once
     (not by its heartbeat timeout), the other process answers, a new one takes the dead one's place (forked from
@@ -108,7 +101,7 @@ async def test_worker_processes_under_a_supervisor_lose_nothing_to_a_sigkill(tem
         await parent.stop()
         faults.remove()
     assert parent.process.returncode == 0 and "durable-agent supervisor stopped" in parent.log()
-    assert all(_gone(pid) for pid in _pids_polling(parent.log())), parent.log()
+    assert all(gone(pid) for pid in _pids_polling(parent.log())), parent.log()
 
 
 async def test_a_supervisor_told_no_warm_starts_starts_no_starter(temporal, task_queue):
@@ -122,20 +115,12 @@ async def test_a_supervisor_told_no_warm_starts_starts_no_starter(temporal, task
         while SUPERVISOR_READY_LINE not in parent.log():
             assert parent.alive and time.monotonic() < deadline, parent.log()
             await asyncio.sleep(0.05)
-        children = [pid for pid in os.listdir("/proc") if pid.isdigit() and _parent_of(int(pid)) == parent.pid]
-        commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children]
-        assert commands and not [c for c in commands if b"warm-start" in c], commands
-        assert all(b"worker" in c for c in commands), commands  # its one worker, started as a new interpreter
+        commands = [command_line(pid) for pid in children(parent.pid)]
+        assert commands and not [c for c in commands if "warm-start" in c], commands
+        assert all("worker" in c for c in commands), commands  # its one worker, started as a new interpreter
     finally:
         await parent.stop()
     assert WARM_LINE not in parent.log()
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError):
-        return None
 
 
 def test_a_negative_number_of_processes_is_refused():

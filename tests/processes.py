@@ -1,0 +1,39 @@
+"""Processes as the tests see them, read from Linux /proc: a process's children, its command line, and whether
+it is gone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return True
+    return state == "Z"  # a zombie has exited; only its exit status waits to be collected
+
+
+def wait_gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """Its argv ([] once it has exited)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return []
