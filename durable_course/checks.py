@@ -199,7 +199,6 @@ async def _send(chat: ChatSession, text: str, seconds: float = 30.0) -> AgentRep
     model call is left to its own five attempts: a model outage ends in a reply."""
     task = asyncio.ensure_future(chat.send(text))
     deadline = asyncio.get_running_loop().time() + seconds
-    failing: list[Any] = []
     while True:
         done, _ = await asyncio.wait({task}, timeout=min(STUCK_POLL_SECONDS, seconds))
         if done:

@@ -68,13 +68,19 @@ def use_warm_kernels() -> bool:
     return True
 
 
+def _own_starter_wanted() -> bool:
+    """No starter exported (an empty DURABLE_AGENT_WARM_START turns them off), and Jupyter told to use this
+    provisioner."""
+    return warm_start.ENV_VAR not in os.environ and use_warm_kernels()
+
+
 @contextlib.contextmanager
 def warm_kernels_here(timeout: float = 120.0) -> Iterator[WarmStarter | None]:
     """For a command that starts many kernels (the grader): within it, they are forked from a warm starter,
     the one this process was given (`DURABLE_AGENT_WARM_START`; empty turns it off) or one started here and
     stopped at the end (yielded). Changes this process's environment: for a command's own process. When the
     starter cannot start, kernels start as usual."""
-    if warm_start.ENV_VAR in os.environ or not use_warm_kernels():
+    if not _own_starter_wanted():
         yield None
         return
     starter = WarmStarter.start(export=True)
@@ -99,7 +105,7 @@ def start_for_this_server() -> WarmStarter | None:
     lab` does for its JupyterLab. Kernels start as usual until it has imported the libraries (seconds), or if it
     cannot start. None, and nothing started, when a starter is exported already (an empty
     `DURABLE_AGENT_WARM_START` turns it off) or Jupyter cannot find the provisioner."""
-    if warm_start.ENV_VAR in os.environ or not use_warm_kernels():
+    if not _own_starter_wanted():
         return None
     try:
         starter = WarmStarter.start(export=True)  # it dies with this process (parent death signal)
