@@ -13,6 +13,13 @@ the environment variable `JUPYTER_DEFAULT_PROVISIONER_NAME=durable-warm` (jupyte
 `use_warm_kernels()` sets. The test suite does (conftest.py), and so do the grader for a class
 (`python -m durable_course.exercises check`, through `warm_kernels_here()`), `python3 course.py lab` for its
 JupyterLab, and Binder's Jupyter server (its configuration calls `start_for_this_server()`).
+
+On Linux and macOS its kernels talk to Jupyter over Unix sockets (ZeroMQ's `ipc` transport) in a folder only
+this user can open, not over TCP ports on 127.0.0.1. Jupyter chooses a TCP kernel's five ports by asking the
+system for free ones and closing them; when many processes start at once (a class graded in parallel, the test
+suite's workers, Temporal servers and their clients), another process can take one of them before the kernel
+binds it, and the kernel dies before it answers ("Kernel died before replying to kernel_info"). A Unix socket's
+name is this kernel's own.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
 from importlib.metadata import entry_points
 from typing import Any, Iterator
 
@@ -36,7 +45,26 @@ DEFAULT_PROVISIONER = "JUPYTER_DEFAULT_PROVISIONER_NAME"
 
 
 class WarmKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
-    """Jupyter's local provisioner, forking the kernel from the warm starter when there is one."""
+    """Jupyter's local provisioner, forking the kernel from the warm starter when there is one, its channels on
+    Unix sockets (on Linux and macOS)."""
+
+    socket_folder: str | None = None  # where this kernel's Unix sockets are (removed when the kernel is)
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        manager = self.parent
+        if manager is not None and os.name == "posix" and self.socket_folder is None and (
+                manager.transport == "tcp" or not os.path.isdir(os.path.dirname(manager.ip))):  # or ours, removed
+            # Set before Jupyter writes the connection file. A short path: a Unix socket's is limited to ~100 bytes.
+            self.socket_folder = tempfile.mkdtemp(prefix="kernel-")
+            manager.transport = "ipc"
+            manager.ip = os.path.join(self.socket_folder, "channel")
+        return await super().pre_launch(**kwargs)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart)
+        if self.socket_folder and not restart:  # Jupyter has removed the sockets it made (cleanup_ipc_files)
+            shutil.rmtree(self.socket_folder, ignore_errors=True)
+            self.socket_folder = None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env = dict(kwargs.get("env") or os.environ)

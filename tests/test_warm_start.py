@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -229,6 +230,43 @@ def test_the_grader_forks_its_kernels_from_a_warm_starter_of_its_own(monkeypatch
     monkeypatch.setenv(warm_start.ENV_VAR, "")  # turned off: kernels start as usual
     with warm_kernels_here() as none:
         assert none is None
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "started-as-usual"])
+async def test_kernels_talk_over_unix_sockets_of_their_own_and_leave_none_behind(starter, monkeypatch, forked):
+    """No TCP ports: a port Jupyter found free can be taken by another process before the kernel binds it (the
+    kernel then dies before kernel_info). Forked or not, through a restart, and cleaned up after."""
+    import stat
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    from durable_course.warm_kernels import DEFAULT_PROVISIONER, NAME, WarmKernelProvisioner
+
+    monkeypatch.setenv(DEFAULT_PROVISIONER, NAME)
+    monkeypatch.setenv(warm_start.ENV_VAR, starter.socket_path if forked else "")
+    manager = AsyncKernelManager(kernel_name="python3")
+    await manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        assert isinstance(manager.provisioner, WarmKernelProvisioner)
+        assert isinstance(manager.provisioner.process, WarmProcess) == forked
+        written = json.loads(Path(manager.connection_file).read_text())
+        folder = Path(written["ip"]).parent
+        assert written["transport"] == "ipc" and folder == Path(manager.provisioner.socket_folder)
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700  # only this user can connect
+        channels = sorted(f"channel-{written[f'{name}_port']}" for name in ("control", "hb", "iopub", "shell", "stdin"))
+        for _ in range(2):
+            await client.wait_for_ready(timeout=60)
+            assert sorted(p.name for p in folder.iterdir()) == channels
+            reply = await client.execute_interactive("1 + 1", timeout=30)
+            assert reply["content"]["status"] == "ok"
+            await manager.restart_kernel(now=True)  # bound again under the same names
+            assert json.loads(Path(manager.connection_file).read_text())["ip"] == written["ip"]
+    finally:
+        client.stop_channels()
+        await manager.shutdown_kernel(now=True)
+    assert not folder.exists()
 
 
 def test_a_jupyter_server_whose_warm_starter_cannot_start_starts_without_it(monkeypatch, tmp_path):
