@@ -43,7 +43,7 @@ async def cmd_server(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     temporal = await start_temporal(db_file=args.db, port=args.port, ui_port=args.ui_port,
-                                     ui_public_path=args.ui_public_path)
+                                     ui_public_path=args.ui_public_path, cpus=None)  # others' workers share it
     print(f"Temporal dev server running at {temporal.address} (namespace {temporal.namespace})")
     print(f"Web UI: {temporal.ui_url}")
     print(f"Persisted to: {args.db}" if args.db else "In memory: everything is gone when it stops.")

@@ -17,8 +17,10 @@ Measured only when asked for (`--loops`), to show what a setting is worth:
   (`server.DATA_CONVERTER`): what that choice buys (`client_for`);
 - `no-eager` and `no-cache`: eager activity execution, or the sticky workflow cache, switched off, to show
   what each of these defaults buys;
-- `default-server`: the course's agent on a second embedded server left at Temporal's default for the one
-  server setting the course changes (`server.py`): what that setting buys, measured in the same run.
+- `default-server`: the course's agent on a second embedded server left at Temporal's default for the
+  dynamic-config setting that removes a wait per step (`server.py`): what that setting buys, in the same run;
+- `all-cpus-server`: the course's agent on an embedded server allowed every CPU, as a server that a class
+  shares is (`server.EMBEDDED_SERVER_CPUS`): what running a learner's server on one CPU saves.
 
 Each is run for turns that need 0, 1 and 2 tool calls, with the offline model, with the offline model made
 to answer in 200 ms (`durable-agent bench --model-latency`, as a real model takes its time) and, when
@@ -61,11 +63,15 @@ TURNS: dict[int, str] = {
     2: "What's the weather in Paris and what is 12 * 3?",
 }
 PLAIN = "plain"
-LOOPS = ("plain", "durable", "local-model", "unsandboxed", "default-converter", "no-eager", "no-cache", "default-server")
+LOOPS = ("plain", "durable", "local-model", "unsandboxed", "default-converter", "no-eager", "no-cache", "default-server",
+         "all-cpus-server")
 DEFAULT_LOOPS = ("plain", "durable", "local-model")
-# `default-server`: the durable loop on a second embedded server that keeps Temporal's default for the one
-# setting the course changes (server.py): the history service reads new tasks at most 20 times a second.
+# `default-server`: the durable loop on a second embedded server that keeps Temporal's default for the
+# setting that removes a wait per step (server.py): the history service reads new tasks at most 20 times a second.
 DEFAULT_SERVER_CONFIG: dict[str, object] = {"history.transferProcessorMaxPollRPS": 20}
+# The loops measured on a server of their own, and how it is started (`start_temporal`'s options).
+OWN_SERVER: dict[str, dict[str, Any]] = {"default-server": {"dynamic_config": DEFAULT_SERVER_CONFIG},
+                                         "all-cpus-server": {"cpus": None}}
 DEFAULT_LATENCY_MS = 200.0  # the offline model is also measured answering in this long, as a real model does
 PHASES = ("workflow task wait", "workflow task run", "activity wait", "activity run")
 
@@ -492,32 +498,35 @@ async def run_benchmark(client: Client | None = None, *, iterations: int = 50, w
     servers = []
     series: list[Series] = []
     try:
-        pids: dict[str, int | None] = {"own": None, "default": None}  # the servers' processes, to read their CPU
-        if client is None and set(loops) - {PLAIN, "default-server"}:
+        # Each loop's client, and its server's process (to read its CPU) when this process started it.
+        clients: dict[str, tuple[Client, int | None]] = {}
+        if client is None and set(loops) - {PLAIN, *OWN_SERVER}:
             servers.append(await start_temporal(ui=False, dynamic_config=server_config))
-            client, pids["own"] = servers[-1].client, servers[-1].server and servers[-1].server.pid
-        default_client = None
-        if "default-server" in loops:
-            servers.append(await start_temporal(ui=False, dynamic_config=DEFAULT_SERVER_CONFIG))
-            default_client, pids["default"] = servers[-1].client, servers[-1].server and servers[-1].server.pid
+            client = servers[-1].client
+        shared = (client, servers[-1].server.pid if servers and servers[-1].server else None)
+        for loop in (name for name in LOOPS if name in loops and name != PLAIN):
+            if loop in OWN_SERVER:
+                servers.append(await start_temporal(ui=False, **OWN_SERVER[loop]))
+                clients[loop] = (servers[-1].client, servers[-1].server and servers[-1].server.pid)
+            else:
+                clients[loop] = shared
         for config in models:
             model = config.label
             async with contextlib.AsyncExitStack() as stack:
                 running = {}
-                for loop in (name for name in LOOPS if name in loops and name != PLAIN):
+                for loop, (loop_client, pid) in clients.items():
                     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
-                    loop_client = client_for(default_client if loop == "default-server" else client, loop)
+                    loop_client = client_for(loop_client, loop)
                     worker = create_worker(loop_client, task_queue=task_queue, activities=AgentActivities(config),
                                            **worker_options(loop))
                     await stack.enter_async_context(worker)
-                    running[loop] = (loop_client, task_queue)
+                    running[loop] = (loop_client, task_queue, pid)
                 for n in tool_counts:
                     if PLAIN in loops:
                         say(f"plain loop, {model}, {n} tool(s)")
                         series.append(await measure_plain(config, n, iterations, warmup))
-                    for loop, (loop_client, task_queue) in running.items():
+                    for loop, (loop_client, task_queue, pid) in running.items():
                         say(f"{loop} loop, {model}, {n} tool(s)")
-                        pid = pids["default" if loop == "default-server" else "own"]
                         series.append(await measure_durable(loop_client, task_queue, loop, model, n, iterations,
                                                             warmup, pid))
     finally:

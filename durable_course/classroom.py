@@ -252,7 +252,7 @@ async def run_class_load(learners: int = 30, turns: int = 4,
     if learners < 1 or turns < 1:
         raise ValueError("--learners and --turns must be at least 1")
     report = ClassLoadReport(learners, turns)
-    temporal = await start_temporal(ui=False)
+    temporal = await start_temporal(ui=False, cpus=None)  # the class's shared server: every CPU
     names = [f"learner{i:03d}" for i in range(1, learners + 1)]
     workers = []
     try:

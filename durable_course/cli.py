@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--warmup", type=int, default=5, help="turns sent first and not measured (default 5)")
     bench.add_argument("--loops", default="plain,durable,local-model",
                        help="comma-separated, among plain, durable, local-model, unsandboxed, default-converter, "
-                            "no-eager, no-cache, default-server")
+                            "no-eager, no-cache, default-server, all-cpus-server")
     bench.add_argument("--model-latency", type=float, default=200.0, metavar="MS",
                        help="also measure the offline model answering in MS milliseconds, as a real model takes its "
                             "time (default 200; 0: only the instant offline model)")

@@ -210,20 +210,21 @@ async def test_a_model_with_latency_is_measured_under_its_own_name(temporal):
     assert report.get("durable", slow.label, 1).activities == 3
 
 
-async def test_the_default_server_loop_runs_on_a_server_left_at_temporals_default():
-    from durable_agent.server import TRANSFER_READS_PER_SECOND, dev_server_flags
-    from durable_course.bench import DEFAULT_SERVER_CONFIG
+async def test_the_default_and_all_cpus_server_loops_run_on_servers_of_their_own():
+    from durable_agent.server import EMBEDDED_SERVER_CPUS, TRANSFER_READS_PER_SECOND, dev_server_flags
+    from durable_course.bench import DEFAULT_SERVER_CONFIG, OWN_SERVER
 
     assert f"history.transferProcessorMaxPollRPS={TRANSFER_READS_PER_SECOND}" in dev_server_flags()
     flags = dev_server_flags(DEFAULT_SERVER_CONFIG)
     assert "history.transferProcessorMaxPollRPS=20" in flags and len(flags) == len(dev_server_flags())
-    report = await run_benchmark(iterations=1, warmup=0, loops=("plain", "durable", "default-server"),
-                                 models=[llm.LLMConfig()], tool_counts=(0,))
-    assert [s.loop for s in report.series] == ["plain", "durable", "default-server"]
+    loops = ("plain", "durable", "default-server", "all-cpus-server")
+    report = await run_benchmark(iterations=1, warmup=0, loops=loops, models=[llm.LLMConfig()], tool_counts=(0,))
+    assert [s.loop for s in report.series] == list(loops)
     for s in report.series[1:]:
-        # The bench started both servers, so it read their CPU time; the turn ran as the course's agent.
+        # The bench started the three servers, so it read their CPU time; the turn ran as the course's agent.
         assert s.server_cpu_ms is not None and s.server_cpu_ms > 0 and s.activities == 1
-    assert [o.loop for o in report.overheads] == ["durable", "default-server"]
+    assert [o.loop for o in report.overheads] == list(loops[1:])
+    assert OWN_SERVER["all-cpus-server"] == {"cpus": None} and EMBEDDED_SERVER_CPUS == 1
 
 
 async def test_server_settings_need_the_benchmarks_own_server(temporal):

@@ -28,7 +28,7 @@ from durable_agent.session import ChatError, MessageNotConfirmed, open_chat, sta
 from durable_agent.worker import start_worker
 from durable_agent.workflow import ChatInput
 import warm_run
-from processes import children, gone, wait_gone
+from processes import children, environment, gone, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -306,6 +306,12 @@ def test_the_embedded_server_dies_with_the_process_that_started_it(how):
 
 
 @pytestmark_linux
+async def test_the_embedded_server_of_one_process_runs_on_one_cpu(temporal):
+    # EMBEDDED_SERVER_CPUS: the Go scheduler hands one turn's short steps between fewer threads (less CPU).
+    assert environment(temporal.server.process.pid)["GOMAXPROCS"] == "1"
+
+
+@pytestmark_linux
 def test_the_server_command_stops_its_server_on_sigterm():
     command = subprocess.Popen([sys.executable, "-m", "durable_agent", "server", "--port", str(free_port()),
                                 "--ui-port", str(free_port())], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -316,6 +322,7 @@ def test_the_server_command_stops_its_server_on_sigterm():
         lines.append(line)
     servers = children(command.pid)
     assert len(servers) == 1
+    assert "GOMAXPROCS" not in environment(servers[0])  # a server others' workers share may use every CPU
     command.send_signal(signal.SIGTERM)
     command.wait(timeout=30)
     assert wait_gone(servers[0])
