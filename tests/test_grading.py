@@ -246,9 +246,12 @@ def test_bad_submissions_get_a_clear_line_and_the_class_is_still_graded(graded):
     # A missing answer cell runs as the starting code: the tool still earns its two criteria.
     assert statuses(reports["missing_cell"]) == ["PASS", "PASS", "NOT YET"]
     assert reports["missing_cell"]["notes"] == [f"answer cell 6 (ex1-answer-{TEACH}) is missing: its starting code ran instead"]
-    # A hung cell is stopped; the cells after it, the check included, still run.
+    # A hung cell is stopped; the cells after it, the check included, still run, on the notebook's own server:
+    # the interrupt (SIGINT to the kernel's process group) does not reach it.
     assert reports["hangs"]["error"] == "cell 6 (an answer cell) did not finish within 30 s and was stopped"
     assert statuses(reports["hangs"]) == ["PASS", "PASS", "NOT YET"]
+    assert reports["hangs"]["results"][2][3].startswith("the agent answered without calling convert_units"), \
+        reports["hangs"]["results"]  # the model was never taught (the hung cell was to teach it)
     assert len(reports) == 11
 
 
