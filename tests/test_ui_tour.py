@@ -90,9 +90,11 @@ async def test_run_all_on_00_leaves_the_ui_link_working_and_the_tour_is_the_real
 
     llm.preload()  # the worker this test runs in its own process (step 2) calls the model: import it meanwhile
     # 1. Run All on notebook 00, last cell (`await lab.stop()`) included, as a kernel of `course.py lab` would.
+    # JupyterLab leaves the kernel running after Run All; here it is killed at the end (a graceful shutdown of a
+    # kernel that ran a lab takes 2 s): the link may depend on neither.
     monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/00_welcome.ipynb")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    await NotebookClient(notebook, timeout=120, kernel_name="python3",
+    await NotebookClient(notebook, timeout=120, kernel_name="python3", shutdown_kernel="immediate",
                          resources={"metadata": {"path": str(tmp_path)}}).async_execute()
     printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     link = re.search(rf"http://127\.0\.0\.1:{course.ui_port}/namespaces/default/workflows/(chat-[0-9a-f]+)", printed)
