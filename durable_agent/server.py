@@ -227,7 +227,10 @@ def launch_dev_server(port: int, *, namespace: str = "default", ui_port: int | N
         env = {**os.environ, "GOMAXPROCS": str(cpus)} if cpus else None
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    preexec_fn=parent_death_signal() if linux else None,
-                                   start_new_session=not linux)  # Ctrl-C in a terminal reaches us, not it
+                                   # A session of its own: a SIGINT to our process group (a terminal's Ctrl-C,
+                                   # a Jupyter kernel's interrupt) reaches us, not it. An interrupted cell must
+                                   # not stop the notebook's server; if we exit, it dies with us all the same.
+                                   start_new_session=True)
     if not linux:
         subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(process.pid)],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -78,8 +78,9 @@ async def connect(env: Mapping[str, str] | None = None, plugins: Sequence[Any] =
     return Temporal(client, address, client.namespace, ui_url)
 
 
-async def _try_connect(address: str, seconds: float = CONNECT_SECONDS, plugins: Sequence[Any] = ()) -> Client | None:
-    deadline = asyncio.get_running_loop().time() + seconds
+async def _try_connect(address: str, seconds: float | None = None, plugins: Sequence[Any] = ()) -> Client | None:
+    """A client for `address`, trying for `seconds` (CONNECT_SECONDS, read when called), or None."""
+    deadline = asyncio.get_running_loop().time() + (CONNECT_SECONDS if seconds is None else seconds)
     while True:
         try:
             return await asyncio.wait_for(connect_client(address, plugins=list(plugins)), CONNECT_SECONDS)

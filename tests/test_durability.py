@@ -295,12 +295,15 @@ asyncio.run(main())
 
 
 @pytestmark_linux
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_the_embedded_server_dies_with_the_process_that_started_it(how):
-    parent = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    parent = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              start_new_session=True)
     server_pid = int(parent.stdout.readline())
     assert not gone(server_pid)
-    parent.send_signal(how)
+    # To the parent's process group, as a terminal sends Ctrl-C: the server has a session of its own (so that a
+    # kernel's interrupt does not stop it), and dies because its parent does.
+    os.killpg(parent.pid, how)
     parent.wait(timeout=30)
     assert wait_gone(server_pid), f"the Temporal server (pid {server_pid}) outlived its parent"
 

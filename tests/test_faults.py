@@ -114,11 +114,11 @@ async def test_model_outage_is_retried_by_a_worker_in_this_process(temporal, tas
 
 async def test_a_rate_limit_with_retry_after_waits_what_the_model_asked(temporal, task_queue, worker, fault_lab,
                                                                        faults):
-    report = await fault_lab.model_outage_turn(failures=2, status=429, retry_after=3)
+    report = await fault_lab.model_outage_turn(failures=2, status=429, retry_after=1.5)
     assert report.reply == "25 + 17 = 42." and report.error is None
     limited = "failed: RateLimitError: the offline model is down (simulated HTTP 429)"
-    # The policy alone would wait 1 s, then 2 s (test above): the server waited what the model asked.
-    assert report.attempts == [(1, None, limited), (2, 3.0, limited), (3, 3.0, "ok")]
+    # The policy alone would wait 1 s, then 2 s (test above): the server waited what the model asked, both times.
+    assert report.attempts == [(1, None, limited), (2, 1.5, limited), (3, 1.5, "ok")]
     with pytest.raises(ValueError, match="retry_after is a number of seconds"):
         faults.model_outage(1, 429, retry_after=-1)
 

@@ -118,11 +118,11 @@ async def test_step_limit_is_reported(temporal, task_queue, fake):
 
 
 async def test_a_429_with_retry_after_waits_what_the_provider_asked(fake, provider_chat):
-    # The policy alone would wait 1 s, then 2 s; the provider asks for 3 s (longer), then 1 s (shorter).
-    fake.replies += [error(429, "slow down", {"Retry-After": "3"}), error(429, "soon", {"Retry-After": "1"}),
+    # The policy alone would wait 1 s, then 2 s; the provider asks for 2 s (longer), then 1 s (shorter).
+    fake.replies += [error(429, "slow down", {"Retry-After": "2"}), error(429, "soon", {"Retry-After": "1"}),
                      completion("Back again.")]
     reply, backoffs = await watch_backoffs(provider_chat.handle, provider_chat.send("hello"))
     assert reply.text == "Back again." and len(fake.requests) == 3
     # Read from the server's description of the pending activity, as it applied them.
-    assert backoffs == {("1", 2): 3.0, ("1", 3): 1.0}
+    assert backoffs == {("1", 2): 2.0, ("1", 3): 1.0}
     # Without the header the policy's back-off applies, as before (test_outage_is_retried_until_the_model_answers).

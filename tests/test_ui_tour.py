@@ -20,7 +20,7 @@ import pytest
 from nbclient import NotebookClient
 
 from course_server_process import CourseServer
-from durable_agent import tools
+from durable_agent import llm, tools
 from durable_agent.session import start_chat
 from durable_agent.tools import tool
 from durable_agent.worker import start_worker
@@ -73,10 +73,11 @@ def course(tmp_path, monkeypatch):
     server.stop()
 
 
-async def _open(page, url: str, text: str) -> str:
+async def _open(page, url: str, text: str, screenshot: bool = True) -> str:
     await page.goto(url)
     await page.get_by_text(text).first.wait_for(timeout=UI_SECONDS)
-    await asyncio.sleep(1.0)  # let the page finish drawing
+    if screenshot:
+        await asyncio.sleep(1.0)  # let the page finish drawing
     return " ".join((await page.inner_text("body")).split())
 
 
@@ -87,10 +88,13 @@ async def test_run_all_on_00_leaves_the_ui_link_working_and_the_tour_is_the_real
                                                                                     monkeypatch):
     from playwright.async_api import async_playwright
 
+    llm.preload()  # the worker this test runs in its own process (step 2) calls the model: import it meanwhile
     # 1. Run All on notebook 00, last cell (`await lab.stop()`) included, as a kernel of `course.py lab` would.
+    # JupyterLab leaves the kernel running after Run All; here it is killed at the end (a graceful shutdown of a
+    # kernel that ran a lab takes 2 s): the link may depend on neither.
     monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/00_welcome.ipynb")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    await NotebookClient(notebook, timeout=120, kernel_name="python3",
+    await NotebookClient(notebook, timeout=120, kernel_name="python3", shutdown_kernel="immediate",
                          resources={"metadata": {"path": str(tmp_path)}}).async_execute()
     printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     link = re.search(rf"http://127\.0\.0\.1:{course.ui_port}/namespaces/default/workflows/(chat-[0-9a-f]+)", printed)
@@ -130,9 +134,10 @@ async def test_run_all_on_00_leaves_the_ui_link_working_and_the_tour_is_the_real
                 # (cut above the stack trace: it names this machine's folders)
                 await page.screenshot(path=str(shots / "ui-pending.png"), clip={"x": 0, "y": 0, "width": 1280,
                                                                                 "height": 575})
+                tools.TOOLS.update(builtin)  # the fix: the pending call's next attempt answers (awaited below)
 
                 # The link notebook 00 printed, after its Run All: the course server still serves it.
-                text = await _open(page, link.group(0), link.group(1))
+                text = await _open(page, link.group(0), link.group(1), screenshot=False)
                 assert "DurableAgentWorkflow" in text and "course-00_welcome" in text, text[:1500]
 
                 text = await _open(page, ui, held.workflow_id)
@@ -155,7 +160,6 @@ async def test_run_all_on_00_leaves_the_ui_link_working_and_the_tour_is_the_real
             finally:
                 await page.screenshot(path=str(ARTIFACTS / "ui-tour-last-page.png"))
                 await browser.close()
-        tools.TOOLS.update(builtin)  # the fix: the next attempt of the pending call answers
         assert "Paris" in (await pending).text
     finally:
         tools.TOOLS.clear()

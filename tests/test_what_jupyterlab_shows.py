@@ -101,7 +101,8 @@ def test_exercise_1_with_a_raising_tool_says_why_where_the_learner_looks():
     assert "give_up_after" not in source  # the learner's cell; this test shortens only the wait
     runs = {run.index: run for run in run_notebook(EX1, sources={
         teach: f"from durable_agent.llm import teach_offline_model\n{TEACH}",
-        ask: source.replace('miles.")', 'miles.", give_up_after=6)'),
+        # 3 s: a failed attempt is shown once the turn has failed for 2 s (progress.SHOW_AFTER), before it gives up
+        ask: source.replace('miles.")', 'miles.", give_up_after=3)'),
     })}
     asked = runs[ask]
     progress = asked.text("stdout").splitlines()
