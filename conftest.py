@@ -2,7 +2,7 @@
 
 `pyproject.toml` asks for `-n auto --dist loadfile --no-loadscope-reorder`:
 
-- `auto` means `WORKERS_PER_CPU` workers per CPU for a run of the whole suite (no paths given), and no
+- `auto` means one worker per CPU and one more (`EXTRA_WORKERS`) for a run of the whole suite (no paths given), and no
   workers at all (one process, as before) when paths or test ids are given, so `pytest tests/test_chat.py -x`
   does not pay for starting workers. `-n N` on the command line (`-n 0`: one process) or
   `PYTEST_XDIST_AUTO_NUM_WORKERS` overrides it.
@@ -39,11 +39,13 @@ pytest_plugins = ["tests.nbval_late_output"]
 for _name in ("DURABLE_COURSE_SERVER", "DURABLE_COURSE_UI", "JPY_SESSION_NAME"):
     os.environ.pop(_name, None)
 
-# One worker per CPU. The suite waits a lot (retry back-offs, heartbeat timeouts, servers and kernels
-# starting), and two per CPU used to be faster; since the course runs thirteen notebooks, eleven exercises and
-# a grader several times over, two per CPU starved the CPUs (workflow tasks missed their 2 s deadlock limit,
-# heartbeats were missed): docs/CONTRIBUTING.md.
-WORKERS_PER_CPU = 1
+# One worker per CPU, and one more to use the CPU while the others wait (retry back-offs, heartbeat timeouts, a
+# hung cell's timeout, servers, kernels and browsers starting): on 2 CPUs, 3 workers took 8 min 47 s against
+# 9 min 29 s with 2, every test passing (docs/performance.md). Two per CPU starved the CPUs (workflow tasks
+# missed their 2 s deadlock limit, heartbeats were missed): docs/CONTRIBUTING.md. Three used to lose a
+# notebook's kernel now and then, to a TCP port taken by another process before the kernel bound it; kernels
+# now use Unix sockets (durable_course/warm_kernels.py).
+EXTRA_WORKERS = 1
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,7 +71,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     if config.args_source != pytest.Config.ArgsSource.TESTPATHS:
         return 0  # paths or test ids given: one process
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return WORKERS_PER_CPU * cpus
+    return cpus + EXTRA_WORKERS
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
