@@ -41,7 +41,7 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 from temporalio.converter import DataConverter
@@ -53,6 +53,9 @@ from durable_agent.config import Settings, redact_secrets, settings
 from durable_agent.session import ChatError, start_chat
 from durable_agent.worker import create_worker
 from durable_agent.workflow import DEFAULT_MAX_STEPS, ChatInput
+
+if TYPE_CHECKING:
+    from durable_agent.server import Temporal
 
 from .events import read as read_events
 
@@ -66,6 +69,7 @@ PLAIN = "plain"
 LOOPS = ("plain", "durable", "local-model", "unsandboxed", "default-converter", "no-eager", "no-cache", "default-server",
          "all-cpus-server")
 DEFAULT_LOOPS = ("plain", "durable", "local-model")
+LOOP_WIDTH = max(len(loop) for loop in LOOPS)  # the tables' loop column
 # `default-server`: the durable loop on a second embedded server that keeps Temporal's default for the
 # setting that removes a wait per step (server.py): the history service reads new tasks at most 20 times a second.
 DEFAULT_SERVER_CONFIG: dict[str, object] = {"history.transferProcessorMaxPollRPS": 20}
@@ -209,31 +213,31 @@ class BenchReport:
         lines = [f"Per-turn latency in ms: {self.iterations} turns per series after {self.warmup} warm-up "
                  f"turns ({self.environment.get('summary', '')}); steps = model + tool calls per turn; "
                  "cpu = this process's CPU ms per turn (client and worker), server = the Temporal server's", ""]
-        head = f"{'model':<28} {'loop':<17} {'tools':>5} {'steps':>5} " + " ".join(
+        head = f"{'model':<28} {'loop':<{LOOP_WIDTH}} {'tools':>5} {'steps':>5} " + " ".join(
             f"{k:>7}" for k in ("mean", "std", "p50", "p95", "min", "max", "cpu", "server"))
         lines += [head, "-" * len(head)]
         for s in self.series:
             st = s.stats
-            lines.append(f"{_short(s.model):<28} {s.loop:<17} {s.tools:>5} {s.steps:>5.0f} " + " ".join(
+            lines.append(f"{_short(s.model):<28} {s.loop:<{LOOP_WIDTH}} {s.tools:>5} {s.steps:>5.0f} " + " ".join(
                 f"{v:>7.1f}" for v in (st.mean, st.std, st.p50, st.p95, st.min, st.max, s.cpu_ms)) + (
                 f" {s.server_cpu_ms:>7.1f}" if s.server_cpu_ms is not None else f" {'-':>7}"))
         lines += ["", "Overhead over the plain loop (p50): per turn, per step (one model or tool call), and as "
                   "ratios to the plain loop and to the model's own time", ""]
-        head = (f"{'model':<28} {'loop':<17} {'tools':>5} {'ms/turn':>8} {'ms/step':>8} {'x plain':>8} "
+        head = (f"{'model':<28} {'loop':<{LOOP_WIDTH}} {'tools':>5} {'ms/turn':>8} {'ms/step':>8} {'x plain':>8} "
                 f"{'x model':>8}")
         lines += [head, "-" * len(head)]
         for o in self.overheads:
-            lines.append(f"{_short(o.model):<28} {o.loop:<17} {o.tools:>5} {o.per_turn_ms:>8.1f} "
+            lines.append(f"{_short(o.model):<28} {o.loop:<{LOOP_WIDTH}} {o.tools:>5} {o.per_turn_ms:>8.1f} "
                          f"{o.per_step_ms:>8.1f} {o.ratio_to_plain:>8.1f} {o.ratio_to_model:>8.1f}")
         designs = self.designs()
         if designs:
             lines += ["", "Each design in one line: its p50 as a ratio to the plain loop's, and its overhead per step "
                       "(ms per model or tool call), the median over the kinds of turn", ""]
-            head = f"{'model':<28} {'loop':<17} {'x plain':>8} {'ms/step':>8}   by tools: x plain / ms per step"
+            head = f"{'model':<28} {'loop':<{LOOP_WIDTH}} {'x plain':>8} {'ms/step':>8}   by tools: x plain / ms per step"
             lines += [head, "-" * len(head)]
             for d in designs:
                 detail = "  ".join(f"{n}: {r:.1f}x / {m:.1f}" for n, (r, m) in d["by_tools"].items())
-                lines.append(f"{_short(d['model']):<28} {d['loop']:<17} {d['ratio_to_plain']:>8.1f} "
+                lines.append(f"{_short(d['model']):<28} {d['loop']:<{LOOP_WIDTH}} {d['ratio_to_plain']:>8.1f} "
                              f"{d['per_step_ms']:>8.1f}   {detail}")
         reference = self.reference()
         if reference:
@@ -249,12 +253,12 @@ class BenchReport:
         if timed:
             lines += ["", "Where a durable turn's time goes, ms per turn (mean), from the event history; "
                       "'client+server' is the rest: the Update's RPC and the server's own work", ""]
-            head = f"{'model':<28} {'loop':<17} {'tools':>5} " + " ".join(
+            head = f"{'model':<28} {'loop':<{LOOP_WIDTH}} {'tools':>5} " + " ".join(
                 f"{p.replace('workflow task', 'wft'):>14}" for p in PHASES) + f" {'client+server':>14}"
             lines += [head, "-" * len(head)]
             for s in timed:
                 rest = s.stats.mean - sum(s.phases_ms.get(p, 0.0) for p in PHASES)
-                lines.append(f"{_short(s.model):<28} {s.loop:<17} {s.tools:>5} " + " ".join(
+                lines.append(f"{_short(s.model):<28} {s.loop:<{LOOP_WIDTH}} {s.tools:>5} " + " ".join(
                     f"{s.phases_ms.get(p, 0.0):>14.1f}" for p in PHASES) + f" {rest:>14.1f}")
         return "\n".join(lines)
 
@@ -503,11 +507,11 @@ async def run_benchmark(client: Client | None = None, *, iterations: int = 50, w
         if client is None and set(loops) - {PLAIN, *OWN_SERVER}:
             servers.append(await start_temporal(ui=False, dynamic_config=server_config))
             client = servers[-1].client
-        shared = (client, servers[-1].server.pid if servers and servers[-1].server else None)
+        shared = (client, _server_pid(servers[-1]) if servers else None)
         for loop in (name for name in LOOPS if name in loops and name != PLAIN):
             if loop in OWN_SERVER:
                 servers.append(await start_temporal(ui=False, **OWN_SERVER[loop]))
-                clients[loop] = (servers[-1].client, servers[-1].server and servers[-1].server.pid)
+                clients[loop] = (servers[-1].client, _server_pid(servers[-1]))
             else:
                 clients[loop] = shared
         for config in models:
@@ -536,6 +540,11 @@ async def run_benchmark(client: Client | None = None, *, iterations: int = 50, w
     series.sort(key=lambda s: ([c.label for c in models].index(s.model), order[s.loop], s.tools))
     return BenchReport(iterations, warmup, list(loops), [c.label for c in models], series, overheads(series),
                        environment(), dict(server_config or {}))
+
+
+def _server_pid(temporal: Temporal) -> int | None:
+    """The embedded server's process id, to read its CPU (None for a server this process did not start)."""
+    return temporal.server.pid if temporal.server else None
 
 
 def plot(report: BenchReport, model: str | None = None) -> Any:

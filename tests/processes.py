@@ -1,5 +1,5 @@
-"""Processes as the tests see them, read from Linux /proc: a process's children, its command line, and whether
-it is gone."""
+"""Processes as the tests see them, read from Linux /proc: a process's children and descendants, its command line
+and environment, and whether it is gone."""
 
 from __future__ import annotations
 
@@ -28,6 +28,24 @@ def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, by its process id, with its command name (those that exit meanwhile left out)."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        try:
+            below = children(todo.pop())
+        except OSError:  # it exited
+            continue
+        for child in below:
+            try:
+                found[child] = Path(f"/proc/{child}/comm").read_text().strip()
+            except OSError:
+                continue
+            todo.append(child)
     return found
 
 

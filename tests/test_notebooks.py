@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import defaultdict
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from durable_course import notebooks
+from processes import descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -139,28 +139,6 @@ def test_only_cells_that_vary_are_ignored():
 
 
 # --- processes ------------------------------------------------------------------------------------------
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every process below `pid`, by its process id, with its command name (Linux /proc)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            try:
-                found[child] = (Path("/proc") / str(child) / "comm").read_text().strip()
-            except OSError:
-                continue
-            todo.append(child)
-    return found
-
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
